@@ -1,0 +1,24 @@
+//! Wiring: a validated config becomes a store, an upstream table and a cache.
+
+use std::sync::Arc;
+
+use crate::cache::{Cache, Settings};
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+pub struct App {
+    pub config: Config,
+    pub upstreams: Upstreams,
+    pub cache: Arc<Cache>,
+}
+
+impl App {
+    pub fn build(config: Config) -> Result<Arc<App>> {
+        let (store, _) = Store::open(&config.data_dir)?;
+        let upstreams = Upstreams::build(&config)?;
+        let cache = Arc::new(Cache::new(store, Settings::from_config(&config)));
+        Ok(Arc::new(App { config, upstreams, cache }))
+    }
+}

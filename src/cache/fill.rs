@@ -1,0 +1,220 @@
+//! Blob fills: one upstream download per digest, written to an ingest file while it is
+//! hashed, and followed by every client that wants the blob meanwhile.
+//!
+//! The fill is a task owned by the cache, not by a request: a client that hangs up does not
+//! cancel it. Its progress is published on a `watch` channel; followers read the ingest file
+//! up to the published byte count, so memory stays bounded whatever the number of clients,
+//! late joiners start at byte 0, and a slow client slows no one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{header, Method};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::oci::Digest;
+use crate::store::index::{now_ms, BlobRecord};
+use crate::upstream::{header_str, Upstream};
+
+use super::Cache;
+
+/// Bytes gathered from the upstream before they are written and published.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// A slow upstream's bytes are published at least this often, so followers keep moving.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Streaming,
+    Committed,
+    Failed(Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct FillState {
+    pub phase: Phase,
+    /// The upstream's `Content-Length`, when it sent one.
+    pub total: Option<u64>,
+    /// Bytes written to the ingest file and readable there.
+    pub written: u64,
+    /// The ingest file, once the upstream has answered.
+    pub ingest: Option<PathBuf>,
+}
+
+pub struct Fill {
+    pub digest: Digest,
+    pub upstream: String,
+    pub repo: String,
+    state: watch::Sender<FillState>,
+}
+
+impl Fill {
+    pub fn subscribe(&self) -> watch::Receiver<FillState> {
+        self.state.subscribe()
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut FillState)) {
+        self.state.send_modify(f);
+    }
+
+    /// Waits until the upstream has answered (or the fill is over) and returns that state.
+    pub async fn started(&self) -> FillState {
+        let mut rx = self.subscribe();
+        let started = rx.wait_for(|s| s.phase != Phase::Connecting).await.map(|s| s.clone());
+        match started {
+            Ok(s) => s,
+            Err(_) => rx.borrow().clone(),
+        }
+    }
+}
+
+/// Removes the fill from the table when its task ends, and fails its followers if the task
+/// ended without saying how (a panic): no follower waits on a fill that is gone.
+struct FillGuard {
+    cache: Arc<Cache>,
+    fill: Arc<Fill>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.fill.publish(|s| {
+            if matches!(s.phase, Phase::Connecting | Phase::Streaming) {
+                s.phase = Phase::Failed(Error::internal("blob fill ended unexpectedly"));
+            }
+        });
+        self.cache.fills.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.fill.digest);
+    }
+}
+
+impl Cache {
+    /// Joins the fill of `digest` in progress or starts one. `None` if the blob is already
+    /// committed (a fill finished between the caller's lookup and now).
+    pub(super) fn join_or_start_fill(self: &Arc<Self>, up: &Arc<Upstream>, repo: &str, digest: &Digest) -> Option<(Arc<Fill>, bool)> {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fills.get(digest) {
+            return Some((f.clone(), true));
+        }
+        // A fill records the blob before it leaves the table, so this check under the lock
+        // closes the gap between a caller's miss and a fill that just committed.
+        if matches!(self.store.index.blob(digest), Ok(Some(_))) {
+            return None;
+        }
+        let initial = FillState { phase: Phase::Connecting, total: None, written: 0, ingest: None };
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            upstream: up.name().to_owned(),
+            repo: repo.to_owned(),
+            state: watch::Sender::new(initial),
+        });
+        fills.insert(digest.clone(), fill.clone());
+        let guard = FillGuard { cache: self.clone(), fill: fill.clone() };
+        let up = up.clone();
+        tokio::spawn(async move {
+            let result = guard.cache.run_fill(&guard.fill, &up).await;
+            match result {
+                Ok(size) => {
+                    tracing::info!(digest = %guard.fill.digest, upstream = %up.name(), size, "blob cached");
+                    guard.fill.publish(|s| s.phase = Phase::Committed);
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %guard.fill.digest, upstream = %up.name(), error = %e, "blob fill failed");
+                    guard.fill.publish(|s| s.phase = Phase::Failed(e));
+                }
+            }
+            drop(guard);
+        });
+        Some((fill, false))
+    }
+
+    async fn run_fill(&self, fill: &Fill, up: &Upstream) -> Result<u64> {
+        let path = format!("/v2/{}/blobs/{}", fill.repo, fill.digest);
+        let resp = up.send(Method::GET, &path, None, &fill.repo).await?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(up.status_error(&resp, Error::BlobUnknown));
+        }
+        let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let mut ingest = self.store.blobs.ingest(&fill.digest).await?;
+        fill.publish(|s| {
+            s.phase = Phase::Streaming;
+            s.total = total;
+            s.ingest = Some(ingest.path().to_owned());
+        });
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+        let idle = up.config.idle_timeout;
+        let outcome: Result<()> = async {
+            let mut publish_at = tokio::time::Instant::now() + PUBLISH_EVERY;
+            loop {
+                let frame = tokio::select! {
+                    frame = tokio::time::timeout(idle, body.frame()) => frame,
+                    _ = tokio::time::sleep_until(publish_at), if !buf.is_empty() => {
+                        self.write_and_publish(fill, &mut ingest, &mut buf).await?;
+                        continue;
+                    }
+                };
+                match frame {
+                    Err(_) => return Err(up.timeout(format!("blob body idle for {idle:?}"))),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(up.bad(format!("blob body: {e}"))),
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            if buf.is_empty() {
+                                publish_at = tokio::time::Instant::now() + PUBLISH_EVERY;
+                            }
+                            buf.extend_from_slice(&data);
+                            let seen = ingest.written() + buf.len() as u64;
+                            if total.is_some_and(|t| seen > t) {
+                                return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
+                            }
+                            if buf.len() >= WRITE_CHUNK {
+                                self.write_and_publish(fill, &mut ingest, &mut buf).await?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.write_and_publish(fill, &mut ingest, &mut buf).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            ingest.abort().await;
+            return Err(e);
+        }
+        let size = match self.store.blobs.commit(ingest, &fill.digest, total).await {
+            Ok(size) => size,
+            Err(crate::store::content::CommitError::Mismatch(detail)) => {
+                self.stats.digest_mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(digest = %fill.digest, upstream = %up.name(), %detail, "upstream blob failed verification; not cached");
+                return Err(Error::DigestMismatch { upstream: up.name().to_owned(), expected: fill.digest.to_string(), detail });
+            }
+            Err(crate::store::content::CommitError::Io(e)) => return Err(e.into()),
+        };
+        let now = now_ms();
+        let record = BlobRecord {
+            size,
+            media_type: self.store.index.media_type(&fill.digest)?,
+            cached_at: now,
+            last_access: now,
+            hits: 0,
+            upstream: up.name().to_owned(),
+        };
+        self.store.index.put_blob(&fill.digest, &record)?;
+        Ok(size)
+    }
+
+    async fn write_and_publish(&self, fill: &Fill, ingest: &mut crate::store::content::Ingest, buf: &mut BytesMut) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        ingest.write(buf).await?;
+        buf.clear();
+        let written = ingest.written();
+        fill.publish(|s| s.written = written);
+        Ok(())
+    }
+}

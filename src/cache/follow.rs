@@ -1,0 +1,123 @@
+//! Streaming blob bytes to a client: from a committed file, or from a fill in progress by
+//! following its published progress. Each response has its own reader task and a channel
+//! of two chunks, so a transfer holds at most a few hundred KiB whatever the blob size.
+
+use std::io::{self, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+
+use super::fill::{Fill, Phase};
+use crate::http::body::Body;
+
+const READ_CHUNK: usize = 256 * 1024;
+const CHANNEL_CHUNKS: usize = 2;
+
+/// Streams `len` bytes of a committed file from `start`.
+pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
+    let (tx, body) = Body::channel(CHANNEL_CHUNKS, Some(len));
+    tokio::spawn(async move {
+        let result = async {
+            if start > 0 {
+                file.seek(SeekFrom::Start(start)).await?;
+            }
+            let mut left = len;
+            while left > 0 {
+                let chunk = read_chunk(&mut file, left).await?;
+                left -= chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    body
+}
+
+/// Streams bytes `start..end` (or to the end of the blob) of a fill in progress.
+///
+/// Until the fill is verified and committed, the last byte written is held back: a client
+/// reading the whole blob can only reach a clean end of body after verification, and a
+/// failed fill ends every follower's body with an error.
+pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Option<u64>, len: Option<u64>) -> Body {
+    let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
+    tokio::spawn(async move {
+        if let Err(e) = follow(&tx, &fill, committed_path, start, end).await {
+            tracing::debug!(digest = %fill.digest, error = %e, "follower aborted");
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    body
+}
+
+async fn follow(tx: &mpsc::Sender<io::Result<Bytes>>, fill: &Fill, committed_path: PathBuf, start: u64, end: Option<u64>) -> io::Result<()> {
+    let mut rx = fill.subscribe();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut pos = start;
+    loop {
+        let state = rx.borrow_and_update().clone();
+        let committed = match state.phase {
+            Phase::Failed(e) => return Err(io::Error::other(e.to_string())),
+            Phase::Committed => true,
+            Phase::Connecting | Phase::Streaming => false,
+        };
+        let stop = end.or(state.total);
+        if stop.is_some_and(|s| pos >= s) || (committed && pos >= state.written) {
+            return Ok(());
+        }
+        let readable = if committed { state.written } else { state.written.saturating_sub(1) };
+        let target = stop.map_or(readable, |s| s.min(readable));
+        if pos < target {
+            if file.is_none() {
+                let path = if committed { Some(committed_path.clone()) } else { state.ingest.clone() };
+                match path {
+                    Some(p) => match tokio::fs::File::open(&p).await {
+                        Ok(mut f) => {
+                            f.seek(SeekFrom::Start(pos)).await?;
+                            file = Some(f);
+                        }
+                        // The ingest was just renamed into place (or removed): the next state says which.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && !committed => {}
+                        Err(e) => return Err(e),
+                    },
+                    None => {}
+                }
+            }
+            if let Some(f) = file.as_mut() {
+                let chunk = read_chunk(f, target - pos).await?;
+                pos += chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        if rx.changed().await.is_err() {
+            // The fill is gone without a final word: only possible at shutdown.
+            return Err(io::Error::other("blob fill went away"));
+        }
+    }
+}
+
+/// Reads up to `READ_CHUNK` bytes, at most `left`; a file shorter than promised is an error.
+async fn read_chunk(file: &mut tokio::fs::File, left: u64) -> io::Result<Bytes> {
+    let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected"));
+        }
+        filled += n;
+    }
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,216 @@
+//! The cache: what is served locally, what is fetched, and how concurrent misses share one
+//! upstream request. It speaks in digests, manifests and tag lists; HTTP is `http`'s job.
+//!
+//! - `fill`: blob downloads, verified while written, followed by every waiting client;
+//! - `follow`: the bodies that stream a committed blob or a fill in progress;
+//! - `flight`: single flight for the small things (manifests, tag lists, referrers);
+//! - `manifests`: manifests by digest and by tag, tag revalidation, stale-if-error;
+//! - `lists`: tag lists and referrers.
+
+pub mod fill;
+pub mod flight;
+pub mod follow;
+mod lists;
+mod manifests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::oci::Digest;
+use crate::store::Store;
+use crate::upstream::{header_str, Upstream};
+
+pub use lists::ListAnswer;
+pub use manifests::{Manifest, ManifestAnswer};
+
+/// Where a request's content comes from: an upstream and the repository name it knows.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    pub repo: String,
+}
+
+/// How a request was served, for the response header and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Coalesced,
+    Revalidated,
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Stale => "stale",
+        }
+    }
+
+    fn joined(self, joined: bool) -> Outcome {
+        if joined && self == Outcome::Miss {
+            Outcome::Coalesced
+        } else {
+            self
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub offline: bool,
+    pub tag_ttl: Duration,
+    pub max_staleness: Duration,
+    pub negative_ttl: Duration,
+    pub max_manifest_size: u64,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            offline: c.offline,
+            tag_ttl: c.tag_ttl,
+            max_staleness: c.max_staleness,
+            negative_ttl: c.negative_ttl,
+            max_manifest_size: c.max_manifest_size,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Upstream content refused because it did not match its digest.
+    pub digest_mismatches: AtomicU64,
+}
+
+pub struct Cache {
+    pub store: Store,
+    pub settings: Settings,
+    pub stats: Stats,
+    fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
+    manifests: Arc<flight::Flights<ManifestAnswer>>,
+    tag_lists: Arc<flight::Flights<ListAnswer<Vec<String>>>>,
+    referrers: Arc<flight::Flights<ListAnswer<Vec<crate::oci::manifest::Descriptor>>>>,
+    /// Tags the upstream said do not exist, until when to believe it.
+    absent_tags: Mutex<HashMap<String, Instant>>,
+}
+
+/// A blob ready to be streamed.
+pub enum BlobSource {
+    Committed { file: tokio::fs::File, size: u64 },
+    Filling { fill: Arc<fill::Fill>, total: Option<u64>, committed_path: PathBuf },
+}
+
+impl Cache {
+    pub fn new(store: Store, settings: Settings) -> Cache {
+        Cache {
+            store,
+            settings,
+            stats: Stats::default(),
+            fills: Mutex::default(),
+            manifests: Arc::default(),
+            tag_lists: Arc::default(),
+            referrers: Arc::default(),
+            absent_tags: Mutex::default(),
+        }
+    }
+
+    async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {
+        Ok(self.store.blobs.open_read(d).await?.map(|(file, size)| BlobSource::Committed { file, size }))
+    }
+
+    /// A blob for a GET: committed, or a fill that has started streaming.
+    pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome)> {
+        if let Some(src) = self.committed_blob(d).await? {
+            self.store.index.touch(d);
+            return Ok((src, Outcome::Hit));
+        }
+        if self.settings.offline {
+            return Err(Error::BlobUnknown);
+        }
+        let mut retried = false;
+        loop {
+            let Some((fill, joined)) = self.join_or_start_fill(&t.upstream, &t.repo, d) else {
+                match self.committed_blob(d).await? {
+                    Some(src) => return Ok((src, Outcome::Hit)),
+                    None => {
+                        // Indexed but the file is gone (removed by hand): forget it and fetch.
+                        tracing::warn!(digest = %d, "indexed blob has no file; dropping the record");
+                        self.store.index.remove_blob(d)?;
+                        continue;
+                    }
+                }
+            };
+            let outcome = Outcome::Miss.joined(joined);
+            let state = fill.started().await;
+            match state.phase {
+                fill::Phase::Failed(e) => {
+                    // Someone else's fill from another repository failing for lack of the blob
+                    // there says nothing about ours: try once on our own.
+                    let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
+                    if joined && other_origin && !retried && !e.is_upstream_failure() {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                fill::Phase::Committed => {
+                    let src = self.committed_blob(d).await?.ok_or(Error::BlobUnknown)?;
+                    return Ok((src, outcome));
+                }
+                fill::Phase::Connecting | fill::Phase::Streaming => {
+                    let committed_path = self.store.blobs.path(d);
+                    return Ok((BlobSource::Filling { fill, total: state.total, committed_path }, outcome));
+                }
+            }
+        }
+    }
+
+    /// A blob's size for a HEAD, without downloading it when it is not cached.
+    pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
+        if let Some((_, size)) = self.store.blobs.open_read(d).await? {
+            return Ok((Some(size), Outcome::Hit));
+        }
+        if self.settings.offline {
+            return Err(Error::BlobUnknown);
+        }
+        let in_flight = self.fills.lock().unwrap_or_else(|p| p.into_inner()).get(d).cloned();
+        if let Some(fill) = in_flight {
+            let state = fill.started().await;
+            if let fill::Phase::Failed(e) = state.phase {
+                return Err(e);
+            }
+            return Ok((state.total, Outcome::Coalesced));
+        }
+        let up = &t.upstream;
+        let resp = up.send(Method::HEAD, &format!("/v2/{}/blobs/{d}", t.repo), None, &t.repo).await?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(up.status_error(&resp, Error::BlobUnknown));
+        }
+        let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        Ok((size, Outcome::Miss))
+    }
+
+    /// Writes the hit counters gathered in memory to the index.
+    pub async fn flush(&self) {
+        if let Err(e) = self.store.index.flush().await {
+            tracing::warn!(error = %e, "index flush failed");
+        }
+    }
+}
+
+/// Milliseconds as a human duration for log lines and `Warning` headers.
+fn age(ms: u64) -> String {
+    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+}

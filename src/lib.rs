@@ -1,0 +1,28 @@
+//! entrepot: a caching pull-through proxy for OCI registries.
+//!
+//! # Layout
+//! Dependencies point one way, top to bottom:
+//! - [`config`]: the TOML file, validated into runtime types;
+//! - [`oci`]: digests, names, media types, reading manifests;
+//! - [`error`]: the one error type and its distribution-spec responses;
+//! - [`store`]: blob files (content-addressed, verified before commit) and the sled index;
+//! - [`upstream`]: the closed table of upstream registries, auth, redirects, timeouts;
+//! - [`cache`]: hits, fills, coalescing, tag revalidation, stale-if-error;
+//! - [`http`]: routes, headers, ranges, access log;
+//! - [`server`]: the listener and graceful shutdown; [`app`] wires it all.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod oci;
+pub mod server;
+pub mod store;
+pub mod upstream;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,230 @@
+//! Blob bytes in content-addressed files.
+//!
+//! ```text
+//! <data_dir>/blobs/sha256/ab/abcdef…   committed, verified bytes (read-only)
+//! <data_dir>/tmp/<ingest-id>           bytes being fetched; renamed into blobs/ only when verified
+//! ```
+//!
+//! This is the narrow seam behind which blob bytes live: open to read, ingest, commit,
+//! remove, list. Nothing outside this module builds a blob path.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::oci::digest::{Digest, Hasher};
+
+#[derive(Debug)]
+pub struct Blobs {
+    blobs_dir: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+static INGEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Blobs {
+    pub fn open(data_dir: &Path) -> io::Result<Blobs> {
+        let blobs = Blobs { blobs_dir: data_dir.join("blobs"), tmp_dir: data_dir.join("tmp") };
+        std::fs::create_dir_all(&blobs.blobs_dir)?;
+        std::fs::create_dir_all(&blobs.tmp_dir)?;
+        Ok(blobs)
+    }
+
+    /// `blobs/<alg>/<first two hex>/<hex>`: built only from a validated digest.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+    }
+
+    /// The committed blob and its size, if present.
+    pub async fn open_read(&self, digest: &Digest) -> io::Result<Option<(tokio::fs::File, u64)>> {
+        match tokio::fs::File::open(self.path(digest)).await {
+            Ok(f) => {
+                let len = f.metadata().await?.len();
+                Ok(Some((f, len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn exists(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Starts writing a blob whose digest is `expected`.
+    pub async fn ingest(&self, expected: &Digest) -> io::Result<Ingest> {
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            INGEST_SEQ.fetch_add(1, Ordering::Relaxed),
+            &expected.hex()[..16]
+        );
+        let path = self.tmp_dir.join(id);
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        Ok(Ingest { path, file, hasher: Hasher::new(expected.algorithm()), written: 0 })
+    }
+
+    /// Verifies and publishes an ingest: fsync, compare digest (and size when known), rename
+    /// into place, fsync the directory. On any mismatch the temporary file is removed.
+    pub async fn commit(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> Result<u64, CommitError> {
+        let result = async {
+            ingest.file.flush().await?;
+            let actual = std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
+            if &actual != expected {
+                return Err(CommitError::Mismatch(format!("got {actual} after {} bytes", ingest.written)));
+            }
+            if let Some(size) = size.filter(|s| *s != ingest.written) {
+                return Err(CommitError::Mismatch(format!("got {} bytes, expected {size}", ingest.written)));
+            }
+            ingest.file.sync_all().await?;
+            let target = self.path(expected);
+            let parent = target.parent().expect("blob paths have a parent");
+            tokio::fs::create_dir_all(parent).await?;
+            tokio::fs::rename(&ingest.path, &target).await?;
+            sync_dir(parent).await?;
+            Ok(ingest.written)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&ingest.path).await;
+        }
+        result
+    }
+
+    pub async fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match tokio::fs::remove_file(self.path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes ingests left behind by a previous process. Returns how many.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&self.tmp_dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Every committed blob with its size. Files whose name is not a digest are skipped.
+    pub fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        for alg in read_dir_or_empty(&self.blobs_dir)? {
+            let alg = alg?;
+            let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else { continue };
+            for prefix in read_dir_or_empty(&alg.path())? {
+                for file in read_dir_or_empty(&prefix?.path())? {
+                    let file = file?;
+                    let name = file.file_name();
+                    let Some(hex) = name.to_str() else { continue };
+                    if let Ok(d) = format!("{alg_name}:{hex}").parse::<Digest>() {
+                        out.push((d, file.metadata()?.len()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
+    match std::fs::read_dir(p) {
+        Ok(rd) => Ok(Box::new(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+            Ok(Box::new(std::iter::empty()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await.map_err(io::Error::other)?
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("content does not match its digest: {0}")]
+    Mismatch(String),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A blob being written: every byte goes to the file and the hasher in one pass.
+pub struct Ingest {
+    path: PathBuf,
+    file: tokio::fs::File,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl Ingest {
+    /// Where readers following this ingest open it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends bytes and makes them visible to readers of `path()` before returning.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).await?;
+        self.file.flush().await?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Gives up: the temporary file is removed.
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commit_only_verified_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let good = Digest::sha256_of(b"hello");
+        let mut ing = blobs.ingest(&good).await.unwrap();
+        ing.write(b"hel").await.unwrap();
+        ing.write(b"lo").await.unwrap();
+        assert_eq!(blobs.commit(ing, &good, Some(5)).await.unwrap(), 5);
+        let (_, len) = blobs.open_read(&good).await.unwrap().unwrap();
+        assert_eq!(len, 5);
+
+        let other = Digest::sha256_of(b"other");
+        let mut ing = blobs.ingest(&other).await.unwrap();
+        ing.write(b"not other").await.unwrap();
+        assert!(matches!(blobs.commit(ing, &other, None).await, Err(CommitError::Mismatch(_))));
+        assert!(blobs.open_read(&other).await.unwrap().is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(blobs.list().unwrap(), vec![(good, 5)]);
+    }
+
+    #[tokio::test]
+    async fn size_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"abc");
+        let mut ing = blobs.ingest(&d).await.unwrap();
+        ing.write(b"abc").await.unwrap();
+        assert!(blobs.commit(ing, &d, Some(4)).await.is_err());
+        assert!(!blobs.exists(&d));
+    }
+}

@@ -1,0 +1,361 @@
+//! The metadata index, in sled. Small records only; blob bytes live in files.
+//!
+//! ```text
+//! blobs           <digest>                                  -> BlobRecord (json)
+//! manifests       <digest>                                  -> ManifestRecord (json)
+//! manifest_bytes  <digest>                                  -> the upstream's exact bytes
+//! tags            <upstream>\0<repo>\0<tag>\0<accept class> -> TagRecord (json)
+//! tag_lists       <upstream>\0<repo>                        -> TagList (json)
+//! referrers       <upstream>\0<repo>\0<digest>              -> ReferrerList (json)
+//! subjects        <subject digest>\0<referrer digest>       -> ()
+//! media_types     <digest>                                  -> media type named by a descriptor
+//! ```
+//! Every key component is validated before it gets here (names, tags, digests and upstream
+//! names cannot contain NUL). Access times and hit counts are gathered in memory and written
+//! in batches, so a cache hit costs no index write.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::oci::manifest::Descriptor;
+use crate::oci::Digest;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub media_type: Option<String>,
+    pub cached_at: u64,
+    pub last_access: u64,
+    pub hits: u64,
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    pub references: Vec<Digest>,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    pub upstream: String,
+    pub repository: String,
+    pub cached_at: u64,
+    pub last_access: u64,
+    pub hits: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub fetched_at: u64,
+    pub validated_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagList {
+    pub fetched_at: u64,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReferrerList {
+    pub fetched_at: u64,
+    pub descriptors: Vec<Descriptor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("index record: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl From<IndexError> for crate::error::Error {
+    fn from(e: IndexError) -> Self {
+        crate::error::Error::internal(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, IndexError>;
+
+pub struct Index {
+    db: sled::Db,
+    blobs: sled::Tree,
+    manifests: sled::Tree,
+    manifest_bytes: sled::Tree,
+    tags: sled::Tree,
+    tag_lists: sled::Tree,
+    referrers: sled::Tree,
+    subjects: sled::Tree,
+    media_types: sled::Tree,
+    access: Mutex<HashMap<Digest, (u64, u64)>>,
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, k: impl AsRef<[u8]>) -> Result<Option<T>> {
+    match tree.get(k)? {
+        Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+        None => Ok(None),
+    }
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()> {
+    tree.insert(k.as_ref(), serde_json::to_vec(v)?)?;
+    Ok(())
+}
+
+impl Index {
+    pub fn open(dir: &Path) -> Result<Index> {
+        // A bounded page cache: the index holds small records and must not grow the RSS.
+        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
+        Ok(Index {
+            blobs: db.open_tree("blobs")?,
+            manifests: db.open_tree("manifests")?,
+            manifest_bytes: db.open_tree("manifest_bytes")?,
+            tags: db.open_tree("tags")?,
+            tag_lists: db.open_tree("tag_lists")?,
+            referrers: db.open_tree("referrers")?,
+            subjects: db.open_tree("subjects")?,
+            media_types: db.open_tree("media_types")?,
+            access: Mutex::new(HashMap::new()),
+            db,
+        })
+    }
+
+    // === blobs ===
+
+    pub fn blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
+        get(&self.blobs, d.to_string())
+    }
+
+    pub fn put_blob(&self, d: &Digest, r: &BlobRecord) -> Result<()> {
+        put(&self.blobs, d.to_string(), r)
+    }
+
+    pub fn remove_blob(&self, d: &Digest) -> Result<()> {
+        self.blobs.remove(d.to_string())?;
+        Ok(())
+    }
+
+    /// Every blob key, for reconciliation with the files.
+    pub fn blob_digests(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for kv in self.blobs.iter().keys() {
+            let k = kv?;
+            if let Some(d) = std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers the media types a manifest gives its descriptors, and sets them on blobs
+    /// already cached; `media_type` reads them back for blobs cached later.
+    pub fn learn_media_types(&self, descriptors: &[Descriptor]) -> Result<()> {
+        for desc in descriptors {
+            self.media_types.insert(desc.digest.to_string(), desc.media_type.as_bytes())?;
+            if let Some(mut rec) = self.blob(&desc.digest)? {
+                if rec.media_type.is_none() {
+                    rec.media_type = Some(desc.media_type.clone());
+                    self.put_blob(&desc.digest, &rec)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The media type a manifest gave this digest, if any manifest seen did.
+    pub fn media_type(&self, d: &Digest) -> Result<Option<String>> {
+        Ok(self.media_types.get(d.to_string())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    // === manifests ===
+
+    pub fn manifest(&self, d: &Digest) -> Result<Option<(ManifestRecord, bytes::Bytes)>> {
+        let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else { return Ok(None) };
+        match self.manifest_bytes.get(d.to_string())? {
+            Some(b) => Ok(Some((rec, bytes::Bytes::copy_from_slice(&b)))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn has_manifest(&self, d: &Digest) -> Result<bool> {
+        Ok(self.manifests.contains_key(d.to_string())?)
+    }
+
+    /// Bytes first, then the record: a record is never visible without its bytes.
+    pub fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
+        self.manifest_bytes.insert(d.to_string(), bytes)?;
+        put(&self.manifests, d.to_string(), r)?;
+        if let Some(subject) = &r.subject {
+            self.subjects.insert(key(&[&subject.to_string(), &d.to_string()]), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Referrers of `subject` that are cached locally.
+    pub fn local_referrers(&self, subject: &Digest) -> Result<Vec<Digest>> {
+        let prefix = key(&[&subject.to_string(), ""]);
+        let mut out = Vec::new();
+        for k in self.subjects.scan_prefix(&prefix).keys() {
+            let k = k?;
+            if let Some(d) = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    // === tags ===
+
+    pub fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
+        get(&self.tags, key(&[upstream, repo, tag, class]))
+    }
+
+    pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
+        put(&self.tags, key(&[upstream, repo, tag, class]), r)
+    }
+
+    pub fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()> {
+        let prefix = key(&[upstream, repo, tag, ""]);
+        for k in self.tags.scan_prefix(prefix).keys() {
+            self.tags.remove(k?)?;
+        }
+        Ok(())
+    }
+
+    /// Tags of a repository that have been resolved through this cache.
+    pub fn known_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>> {
+        let prefix = key(&[upstream, repo, ""]);
+        let mut out = Vec::new();
+        for k in self.tags.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let rest = &k[prefix.len()..];
+            if let Some(tag) = rest.split(|b| *b == 0).next().and_then(|t| std::str::from_utf8(t).ok()) {
+                out.push(tag.to_owned());
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub fn tag_list(&self, upstream: &str, repo: &str) -> Result<Option<TagList>> {
+        get(&self.tag_lists, key(&[upstream, repo]))
+    }
+
+    pub fn put_tag_list(&self, upstream: &str, repo: &str, list: &TagList) -> Result<()> {
+        put(&self.tag_lists, key(&[upstream, repo]), list)
+    }
+
+    // === referrers ===
+
+    pub fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>> {
+        get(&self.referrers, key(&[upstream, repo, &subject.to_string()]))
+    }
+
+    pub fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
+        put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)
+    }
+
+    // === access tracking ===
+
+    /// Notes a hit in memory; `flush_access` writes the totals.
+    pub fn touch(&self, d: &Digest) {
+        let mut map = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(d.clone()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = now_ms();
+    }
+
+    pub fn flush_access(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
+        for (d, (hits, last)) in pending {
+            if let Some(mut r) = self.blob(&d)? {
+                r.hits += hits;
+                r.last_access = r.last_access.max(last);
+                self.put_blob(&d, &r)?;
+            } else if let Some(mut r) = get::<ManifestRecord>(&self.manifests, d.to_string())? {
+                r.hits += hits;
+                r.last_access = r.last_access.max(last);
+                put(&self.manifests, d.to_string(), &r)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        self.flush_access()?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(size: u64) -> BlobRecord {
+        BlobRecord { size, media_type: None, cached_at: 1, last_access: 1, hits: 0, upstream: "u".into() }
+    }
+
+    #[test]
+    fn blobs_tags_and_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let d = Digest::sha256_of(b"x");
+        idx.put_blob(&d, &rec(1)).unwrap();
+        idx.touch(&d);
+        idx.touch(&d);
+        idx.flush_access().unwrap();
+        assert_eq!(idx.blob(&d).unwrap().unwrap().hits, 2);
+        assert_eq!(idx.blob_digests().unwrap(), vec![d.clone()]);
+
+        let t = TagRecord { digest: d.clone(), media_type: "m".into(), fetched_at: 1, validated_at: 2 };
+        idx.put_tag("u", "lib/a", "v1", "0f", &t).unwrap();
+        idx.put_tag("u", "lib/a", "v1", "01", &t).unwrap();
+        idx.put_tag("u", "lib/a", "v2", "0f", &t).unwrap();
+        idx.put_tag("u", "lib/ab", "zz", "0f", &t).unwrap();
+        assert_eq!(idx.known_tags("u", "lib/a").unwrap(), ["v1", "v2"]);
+        idx.remove_tag("u", "lib/a", "v1").unwrap();
+        assert_eq!(idx.known_tags("u", "lib/a").unwrap(), ["v2"]);
+        assert_eq!(idx.tag("u", "lib/a", "v2", "0f").unwrap(), Some(t));
+    }
+
+    #[test]
+    fn manifests_and_subjects() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let subject = Digest::sha256_of(b"s");
+        let d = Digest::sha256_of(b"m");
+        let r = ManifestRecord {
+            media_type: "m".into(),
+            size: 1,
+            references: vec![],
+            subject: Some(subject.clone()),
+            artifact_type: None,
+            upstream: "u".into(),
+            repository: "r".into(),
+            cached_at: 0,
+            last_access: 0,
+            hits: 0,
+        };
+        idx.put_manifest(&d, &r, b"m").unwrap();
+        assert_eq!(idx.manifest(&d).unwrap().unwrap().1.as_ref(), b"m");
+        assert_eq!(idx.local_referrers(&subject).unwrap(), vec![d]);
+    }
+}

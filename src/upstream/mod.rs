@@ -1,0 +1,337 @@
+//! The upstream registries: the closed table of `[[upstream]]`s, and for each one a pooled
+//! HTTP client that authenticates, follows redirects and applies timeouts.
+//!
+//! Nothing here caches content; only tokens are remembered.
+
+pub mod auth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::error::{Error, Result};
+use auth::{Challenge, TokenCache};
+
+const USER_AGENT: &str = concat!("entrepot/", env!("CARGO_PKG_VERSION"));
+const MAX_REDIRECTS: usize = 5;
+
+/// The closed table of upstreams. A name not in it is never dialled.
+pub struct Upstreams {
+    all: Vec<Arc<Upstream>>,
+    default: Option<Arc<Upstream>>,
+}
+
+impl Upstreams {
+    pub fn build(config: &Config) -> Result<Upstreams> {
+        let all: Vec<Arc<Upstream>> =
+            config.upstreams.iter().map(|u| Upstream::build(u.clone()).map(Arc::new)).collect::<Result<_>>()?;
+        let default = config.default_upstream.as_ref().and_then(|n| all.iter().find(|u| &u.config.name == n).cloned());
+        Ok(Upstreams { all, default })
+    }
+
+    /// The upstream known by this name or alias (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        let name = name.to_ascii_lowercase();
+        self.all.iter().find(|u| u.config.names().any(|n| n == name))
+    }
+
+    pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
+        self.default.as_ref()
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    client: HttpClient,
+    tokens: TokenCache,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+    }
+}
+
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &config.ca_file {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::Internal(format!("upstream {}: ca_file {}: {e}", config.name, path.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
+            roots.add(cert).map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::internal)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Upstream {
+    fn build(config: UpstreamConfig) -> Result<Upstream> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&config)?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream { config, client, tokens: TokenCache::default() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sends `method` to `path` (`/v2/…`), authenticating for pull access to `repo` and
+    /// following redirects. The answer's status is the caller's to judge.
+    pub async fn send(&self, method: Method, path: &str, accept: Option<&str>, repo: &str) -> Result<Response<Incoming>> {
+        let uri = self.uri(path)?;
+        let scope = format!("repository:{repo}:pull");
+        let mut authorization = self.cached_authorization(&scope).await?;
+        let resp = self.follow(&method, uri.clone(), accept, authorization.as_deref()).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = auth::parse_challenge(resp.headers().get_all(header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()));
+        let had_token = authorization.is_some();
+        self.tokens.forget(&scope);
+        authorization = match challenge {
+            Some(c @ Challenge::Bearer { .. }) => {
+                self.tokens.set_challenge(c.clone());
+                Some(self.fetch_token(&c, &scope).await?)
+            }
+            Some(Challenge::Basic) if !had_token => match &self.config.credentials {
+                Some(c) => Some(auth::basic_header(c)),
+                None => return Ok(resp),
+            },
+            _ => return Ok(resp),
+        };
+        self.follow(&method, uri, accept, authorization.as_deref()).await
+    }
+
+    /// A token for `scope` if one is cached or can be fetched without being challenged first.
+    async fn cached_authorization(&self, scope: &str) -> Result<Option<String>> {
+        if let Some(t) = self.tokens.get(scope) {
+            return Ok(Some(format!("Bearer {t}")));
+        }
+        match self.tokens.last_challenge() {
+            Some(c @ Challenge::Bearer { .. }) => self.fetch_token(&c, scope).await.map(Some),
+            Some(Challenge::Basic) => Ok(self.config.credentials.as_ref().map(auth::basic_header)),
+            None => Ok(None),
+        }
+    }
+
+    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<String> {
+        let Challenge::Bearer { realm, service, .. } = challenge else {
+            return Err(Error::internal("not a bearer challenge"));
+        };
+        let mut query = vec![format!("scope={}", encode_query(scope))];
+        if let Some(s) = service {
+            query.insert(0, format!("service={}", encode_query(s)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let uri: Uri = format!("{realm}{sep}{}", query.join("&"))
+            .parse()
+            .map_err(|e| self.bad(format!("token realm {realm:?}: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("https") | Some("http")) {
+            return Err(self.bad(format!("token realm {realm:?} is not an http(s) URL")));
+        }
+        // Credentials go to the realm the registry named: that is where the registry expects them.
+        let basic = self.config.credentials.as_ref().map(auth::basic_header);
+        let resp = self.follow(&Method::GET, uri, Some("application/json"), basic.as_deref()).await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED => return Err(Error::Unauthorized(format!("upstream {} refused the credentials", self.name()))),
+            StatusCode::FORBIDDEN => return Err(Error::Denied(format!("upstream {} token service denied {scope}", self.name()))),
+            _ => return Err(self.status_error(&resp, Error::Unauthorized("token service: not found".into()))),
+        }
+        let body = read_small(resp.into_body(), 64 * 1024, self.config.idle_timeout)
+            .await
+            .map_err(|e| self.bad(format!("token response: {e}")))?;
+        let (token, life) = serde_json::from_slice::<auth::TokenResponse>(&body)
+            .ok()
+            .and_then(auth::TokenResponse::into_token)
+            .ok_or_else(|| self.bad("token response has no token".into()))?;
+        self.tokens.put(scope, token.clone(), life);
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Sends one request and follows up to five redirects. `Authorization` goes only to the
+    /// host it was meant for (the distribution-spec forbids forwarding it across hosts), and
+    /// an https upstream is never downgraded to http by a redirect.
+    async fn follow(&self, method: &Method, mut uri: Uri, accept: Option<&str>, authorization: Option<&str>) -> Result<Response<Incoming>> {
+        let origin = (uri.scheme_str().map(str::to_owned), uri.authority().cloned());
+        for _ in 0..=MAX_REDIRECTS {
+            let same_host = (uri.scheme_str().map(str::to_owned), uri.authority().cloned()) == origin;
+            let mut req = Request::builder().method(method.clone()).uri(uri.clone()).header(header::USER_AGENT, USER_AGENT);
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a);
+            }
+            if let (Some(a), true) = (authorization, same_host) {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
+            let resp = match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
+                Err(_) => return Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
+                Ok(Err(e)) => return Err(self.unavailable(&e)),
+                Ok(Ok(r)) => r,
+            };
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| self.bad(format!("{} without Location", resp.status())))?;
+            let next = resolve(&uri, next).ok_or_else(|| self.bad(format!("bad redirect Location {next:?}")))?;
+            if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                return Err(self.bad(format!("refusing redirect from https to {next}")));
+            }
+            tracing::debug!(upstream = %self.name(), from = %uri.path(), to_host = ?next.host(), "following redirect");
+            uri = next;
+        }
+        Err(self.bad(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    fn uri(&self, path: &str) -> Result<Uri> {
+        let base = &self.config.url;
+        let scheme = base.scheme_str().unwrap_or("https");
+        let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+        format!("{scheme}://{authority}{path}").parse().map_err(|e| Error::internal(format!("bad upstream path {path:?}: {e}")))
+    }
+
+    /// Maps a non-success upstream answer to our error; `not_found` is what a 404 means here.
+    pub fn status_error<B>(&self, resp: &Response<B>, not_found: Error) -> Error {
+        let status = resp.status();
+        match status {
+            StatusCode::NOT_FOUND => not_found,
+            StatusCode::UNAUTHORIZED => Error::Unauthorized(format!("upstream {} requires authentication", self.name())),
+            StatusCode::FORBIDDEN => Error::Denied(format!("upstream {} denied access", self.name())),
+            StatusCode::TOO_MANY_REQUESTS => Error::TooManyRequests {
+                upstream: self.name().to_owned(),
+                retry_after: header_str(resp.headers(), header::RETRY_AFTER).map(str::to_owned),
+            },
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                Error::UpstreamUnavailable { upstream: self.name().to_owned(), detail: format!("status {status}") }
+            }
+            _ => self.bad(format!("unexpected status {status}")),
+        }
+    }
+
+    pub fn bad(&self, detail: String) -> Error {
+        Error::UpstreamBad { upstream: self.name().to_owned(), detail }
+    }
+
+    pub fn timeout(&self, detail: String) -> Error {
+        Error::UpstreamTimeout { upstream: self.name().to_owned(), detail }
+    }
+
+    fn unavailable(&self, e: &hyper_util::client::legacy::Error) -> Error {
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        Error::UpstreamUnavailable { upstream: self.name().to_owned(), detail }
+    }
+}
+
+pub fn header_str(headers: &HeaderMap<HeaderValue>, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Resolves a `Location` value against the URL that answered with it.
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    let path = if location.starts_with('/') {
+        location.to_owned()
+    } else {
+        let dir = base.path().rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        format!("{dir}/{location}")
+    };
+    format!("{scheme}://{authority}{path}").parse().ok()
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads a small body whole, refusing more than `limit` bytes and idle gaps over `idle`.
+pub async fn read_small(mut body: Incoming, limit: usize, idle: Duration) -> std::result::Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(format!("body stalled for {idle:?}")),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(format!("body larger than {limit} bytes"));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_locations() {
+        let base: Uri = "https://r.example/v2/a/blobs/sha256:x".parse().unwrap();
+        assert_eq!(resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(), "https://cdn.example/b?sig=1");
+        assert_eq!(resolve(&base, "/other").unwrap().to_string(), "https://r.example/other");
+        assert_eq!(resolve(&base, "//cdn.example/x").unwrap().to_string(), "https://cdn.example/x");
+        assert_eq!(resolve(&base, "y").unwrap().to_string(), "https://r.example/v2/a/blobs/y");
+    }
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(encode_query("repository:library/alpine:pull"), "repository%3Alibrary%2Falpine%3Apull");
+    }
+}
