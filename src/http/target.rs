@@ -19,6 +19,9 @@ pub fn resolve(upstreams: &Upstreams, path_name: &str, ns: Option<&str>) -> Resu
             return target(up, rest);
         }
         if looks_like_host(first) {
+            if !name::is_valid_name(path_name) {
+                return Err(Error::NameInvalid(shown(path_name)));
+            }
             return Err(not_configured(first));
         }
     }

@@ -1,0 +1,239 @@
+//! Blob pulls: miss then hit, ranges, coalescing, streaming followers, verification.
+
+use std::sync::atomic::Ordering;
+
+use http::Method;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+
+async fn setup(opts: Options) -> (tempfile::TempDir, TestRegistry, TestProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start_with(opts).await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    (dir, reg, proxy)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+}
+
+#[tokio::test]
+async fn blob_miss_streams_then_hits_from_disk() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(3 * MIB + 17, 1);
+    let d = reg.put_blob(bytes.clone());
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+
+    let first = get(&url).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.cache(), "miss");
+    assert_eq!(first.bytes().as_ref(), bytes.as_slice());
+    assert_eq!(first.header("docker-content-digest"), Some(d.as_str()));
+    assert_eq!(first.header("content-length"), Some(bytes.len().to_string().as_str()));
+
+    let second = get(&url).await;
+    assert_eq!(second.cache(), "hit");
+    assert_eq!(second.bytes().as_ref(), bytes.as_slice());
+    assert_eq!(reg.count("GET", &d), 1, "the hit did not go upstream");
+
+    let h = head(&url).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(h.header("docker-content-digest"), Some(d.as_str()));
+    assert!(h.bytes().is_empty());
+}
+
+#[tokio::test]
+async fn head_of_an_uncached_blob_asks_upstream_without_downloading() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let d = reg.put_blob(pattern(1000, 2));
+    let h = head(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length"), Some("1000"));
+    assert_eq!((reg.count("HEAD", &d), reg.count("GET", &d)), (1, 0));
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let h = head(&proxy.url(&format!("/v2/team/app/blobs/{missing}"))).await;
+    assert_eq!(h.status, 404);
+}
+
+#[tokio::test]
+async fn ranges_on_cached_blobs() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(10_000, 3);
+    let d = reg.put_blob(bytes.clone());
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    assert_eq!(get(&url).await.status, 200);
+
+    let r = request(Method::GET, &url, &[("range", "bytes=100-199")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 100-199/10000"));
+    assert_eq!(r.bytes().as_ref(), &bytes[100..200]);
+
+    let r = request(Method::GET, &url, &[("range", "bytes=-10")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.bytes().as_ref(), &bytes[9990..]);
+
+    let r = request(Method::GET, &url, &[("range", "bytes=10000-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10000"));
+}
+
+#[tokio::test]
+async fn concurrent_cold_gets_make_one_upstream_request() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(4 * MIB, 4);
+    let d = reg.put_blob(bytes.clone());
+    let (open, gate) = watch::channel(false);
+    reg.fault(&d, Fault::Gate(gate));
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    let clients: Vec<_> = (0..16).map(|_| tokio::spawn(get_owned(url.clone()))).collect();
+    // Every client is waiting on the one upstream request the gate holds.
+    while reg.count("GET", &d) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    open.send(true).unwrap();
+    let mut outcomes = Vec::new();
+    for c in clients {
+        let got = c.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.bytes().as_ref(), bytes.as_slice());
+        outcomes.push(got.cache().to_owned());
+    }
+    assert_eq!(reg.count("GET", &d), 1, "16 clients, one upstream GET");
+    assert!(outcomes.iter().any(|o| o == "coalesced"), "{outcomes:?}");
+}
+
+async fn get_owned(url: String) -> Got {
+    get(&url).await
+}
+
+/// Starts a GET and reads until at least `want` body bytes have arrived.
+async fn read_at_least(url: &str, headers: &[(&str, &str)], want: usize) -> (hyper::body::Incoming, Vec<u8>, http::StatusCode) {
+    let mut req = http::Request::builder().uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client().request(req.body(http_body_util::Empty::new()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while got.len() < want {
+        let frame = body.frame().await.expect("more frames").expect("frame ok");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    (body, got, status)
+}
+
+#[tokio::test]
+async fn followers_get_bytes_before_the_download_ends() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(2 * MIB, 5);
+    let d = reg.put_blob(bytes.clone());
+    let (open, gate) = watch::channel(false);
+    reg.fault(&d, Fault::HoldAfter(MIB, gate));
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+
+    // The upstream has sent half and is holding the rest: both clients already get bytes.
+    let (mut first, mut head1, _) = read_at_least(&url, &[], MIB / 2).await;
+    let (_, ranged, status) = read_at_least(&url, &[("range", "bytes=1000-1999")], 1000).await;
+    assert_eq!(status, 206);
+    assert_eq!(&ranged[..], &bytes[1000..2000]);
+    assert_eq!(reg.count("GET", &d), 1);
+
+    open.send(true).unwrap();
+    while let Some(frame) = first.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            head1.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(head1, bytes);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_stop_the_fill() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(2 * MIB, 6);
+    let d = reg.put_blob(bytes.clone());
+    let (open, gate) = watch::channel(false);
+    reg.fault(&d, Fault::HoldAfter(MIB / 2, gate));
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    let (body, _, _) = read_at_least(&url, &[], 1).await;
+    drop(body);
+    open.send(true).unwrap();
+    let digest: entrepot::oci::Digest = d.parse().unwrap();
+    while proxy.app.cache.store.index.blob(&digest).unwrap().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let again = get(&url).await;
+    assert_eq!(again.cache(), "hit");
+    assert_eq!(again.bytes().as_ref(), bytes.as_slice());
+    assert_eq!(reg.count("GET", &d), 1);
+}
+
+#[tokio::test]
+async fn corrupt_upstream_bytes_abort_the_response_and_are_not_cached() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(MIB + 5, 7);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::Corrupt);
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+
+    let bad = get(&url).await;
+    assert_eq!(bad.status, 200, "headers go out before the last byte is checked");
+    assert!(bad.body.is_err(), "a corrupt blob must not end cleanly");
+    assert_eq!(proxy.app.cache.stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    let digest: entrepot::oci::Digest = d.parse().unwrap();
+    assert!(!proxy.app.cache.store.blobs.exists(&digest));
+
+    reg.clear_faults();
+    let good = get(&url).await;
+    assert_eq!(good.cache(), "miss");
+    assert_eq!(good.bytes().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn a_dropped_upstream_connection_is_not_cached() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(MIB, 8);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::DropAfter(300_000));
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    let cut = get(&url).await;
+    assert!(cut.body.is_err());
+    reg.clear_faults();
+    let good = get(&url).await;
+    assert_eq!(good.cache(), "miss");
+    assert_eq!(good.bytes().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn a_slow_upstream_still_streams_through() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(64 * 1024, 9);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::Slow(4096, std::time::Duration::from_millis(2)));
+    let got = get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+    assert_eq!(got.bytes().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn redirected_blobs_never_carry_the_upstream_token_to_the_other_host() {
+    let opts = Options { bearer: Some(None), redirect_blobs: true, ..Default::default() };
+    let (_dir, reg, proxy) = setup(opts).await;
+    let bytes = pattern(100_000, 10);
+    let d = reg.put_blob(bytes.clone());
+    let got = get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes().as_ref(), bytes.as_slice());
+    let blob_host = reg.blob_host_log();
+    assert_eq!(blob_host.len(), 1);
+    assert_eq!(blob_host[0].authorization, None, "Authorization crossed a host boundary");
+    assert!(reg.log().iter().any(|l| l.path.contains(&d) && l.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer "))));
+}

@@ -1,0 +1,130 @@
+//! Builders for the scenarios: a test registry, an entrepot in front of it, and a client.
+
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+pub use registry::{Fault, Options, TestRegistry};
+
+/// A running entrepot on 127.0.0.1 over a data directory that survives restarts.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub app: Arc<entrepot::App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// `upstreams` are TOML `[[upstream]]` tables; `extra` goes at the top of the file.
+    pub async fn start(data_dir: &Path, extra: &str, upstreams: &str) -> TestProxy {
+        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}", data_dir.display().to_string());
+        let config = entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let app = entrepot::App::build(config).expect("app builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(entrepot::server::serve(app.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        TestProxy { addr, app, stop: Some(stop), task: Some(task) }
+    }
+
+    /// One upstream named `name` at the registry's URL, plus `extra` top-level keys.
+    pub async fn in_front_of(data_dir: &Path, registry: &TestRegistry, name: &str, extra: &str) -> TestProxy {
+        TestProxy::start(data_dir, extra, &upstream(name, &registry.url(), "")).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops serving and waits until the store is closed, so it can be reopened.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let app = self.app.clone();
+        drop(self);
+        // sled releases its lock when the last handle goes.
+        while Arc::strong_count(&app) > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn upstream(name: &str, url: &str, extra: &str) -> String {
+    format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{extra}\n")
+}
+
+/// A response read whole, or the error its body ended with.
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+impl Got {
+    pub fn bytes(&self) -> &Bytes {
+        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn cache(&self) -> &str {
+        self.header("x-entrepot-cache").unwrap_or("-")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.bytes()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The distribution-spec error code of an error response.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client().request(req.body(Empty::new()).unwrap()).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("{e:?}"));
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(url: &str) -> Got {
+    request(Method::GET, url, &[]).await
+}
+
+pub async fn head(url: &str) -> Got {
+    request(Method::HEAD, url, &[]).await
+}
