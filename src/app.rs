@@ -19,6 +19,10 @@ impl App {
         let (store, _) = Store::open(&config.data_dir)?;
         let upstreams = Upstreams::build(&config)?;
         let cache = Arc::new(Cache::new(store, Settings::from_config(&config)));
-        Ok(Arc::new(App { config, upstreams, cache }))
+        Ok(Arc::new(App {
+            config,
+            upstreams,
+            cache,
+        }))
     }
 }

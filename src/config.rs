@@ -18,7 +18,10 @@ pub struct ConfigError {
 }
 
 fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,7 +114,8 @@ impl std::fmt::Debug for UpstreamConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| bad(path.display().to_string(), e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(path.display().to_string(), e.to_string()))?;
         Config::parse(&text)
     }
 
@@ -135,7 +139,9 @@ impl Config {
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:5000".to_owned());
-        let listen = listen_text.parse().map_err(|_| bad("listen", format!("{listen_text:?} is not an address:port")))?;
+        let listen = listen_text
+            .parse()
+            .map_err(|_| bad("listen", format!("{listen_text:?} is not an address:port")))?;
         let log = self.log.unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| bad("log", e.to_string()))?;
         let mut upstreams = Vec::new();
@@ -144,7 +150,10 @@ impl RawConfig {
             for taken in &upstreams {
                 let taken: &UpstreamConfig = taken;
                 if up.names().any(|n| taken.names().any(|t| t == n)) {
-                    return Err(bad(format!("upstream[{i}].name"), format!("{:?} is already used by upstream {:?}", up.name, taken.name)));
+                    return Err(bad(
+                        format!("upstream[{i}].name"),
+                        format!("{:?} is already used by upstream {:?}", up.name, taken.name),
+                    ));
                 }
             }
             upstreams.push(up);
@@ -156,7 +165,17 @@ impl RawConfig {
             Some(name) => {
                 let name = name.to_ascii_lowercase();
                 let found = upstreams.iter().find(|u| u.names().any(|n| n == name));
-                Some(found.ok_or_else(|| bad("default_upstream", format!("{name:?} names no [[upstream]]")))?.name.clone())
+                Some(
+                    found
+                        .ok_or_else(|| {
+                            bad(
+                                "default_upstream",
+                                format!("{name:?} names no [[upstream]]"),
+                            )
+                        })?
+                        .name
+                        .clone(),
+                )
             }
             None if upstreams.len() == 1 => Some(upstreams[0].name.clone()),
             None => None,
@@ -178,25 +197,54 @@ impl RawConfig {
 
 impl RawUpstream {
     fn validate(self, at: &str) -> Result<UpstreamConfig, ConfigError> {
-        let name = self.name.ok_or_else(|| bad(format!("{at}.name"), "missing"))?.to_ascii_lowercase();
+        let name = self
+            .name
+            .ok_or_else(|| bad(format!("{at}.name"), "missing"))?
+            .to_ascii_lowercase();
         if !is_host_like(&name) {
-            return Err(bad(format!("{at}.name"), format!("{name:?} must look like a registry host (letters, digits, '.', '-', ':')")));
+            return Err(bad(
+                format!("{at}.name"),
+                format!("{name:?} must look like a registry host (letters, digits, '.', '-', ':')"),
+            ));
         }
-        let url_text = self.url.ok_or_else(|| bad(format!("{at}.url"), "missing"))?;
-        let url: http::Uri = url_text.parse().map_err(|e| bad(format!("{at}.url"), format!("{url_text:?}: {e}")))?;
+        let url_text = self
+            .url
+            .ok_or_else(|| bad(format!("{at}.url"), "missing"))?;
+        let url: http::Uri = url_text
+            .parse()
+            .map_err(|e| bad(format!("{at}.url"), format!("{url_text:?}: {e}")))?;
         match url.scheme_str() {
             Some("http") | Some("https") => {}
-            _ => return Err(bad(format!("{at}.url"), format!("{url_text:?} must start with https:// or http://"))),
+            _ => {
+                return Err(bad(
+                    format!("{at}.url"),
+                    format!("{url_text:?} must start with https:// or http://"),
+                ))
+            }
         }
-        let host = url.host().ok_or_else(|| bad(format!("{at}.url"), format!("{url_text:?} has no host")))?.to_ascii_lowercase();
+        let host = url
+            .host()
+            .ok_or_else(|| bad(format!("{at}.url"), format!("{url_text:?} has no host")))?
+            .to_ascii_lowercase();
         if url.path() != "/" && !url.path().is_empty() {
-            return Err(bad(format!("{at}.url"), "must be the registry root, without a path"));
+            return Err(bad(
+                format!("{at}.url"),
+                "must be the registry root, without a path",
+            ));
         }
-        let docker_hub = DOCKER_HUB_ALIASES.contains(&name.as_str()) || DOCKER_HUB_ALIASES.contains(&host.as_str());
-        let mut aliases: Vec<String> = self.aliases.iter().map(|a| a.to_ascii_lowercase()).collect();
+        let docker_hub = DOCKER_HUB_ALIASES.contains(&name.as_str())
+            || DOCKER_HUB_ALIASES.contains(&host.as_str());
+        let mut aliases: Vec<String> = self
+            .aliases
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
         for (i, a) in aliases.iter().enumerate() {
             if !is_host_like(a) {
-                return Err(bad(format!("{at}.aliases[{i}]"), format!("{a:?} must look like a registry host")));
+                return Err(bad(
+                    format!("{at}.aliases[{i}]"),
+                    format!("{a:?} must look like a registry host"),
+                ));
             }
         }
         if docker_hub {
@@ -209,12 +257,25 @@ impl RawUpstream {
         let credentials = match (self.username, password) {
             (Some(username), Some(password)) => Some(Credentials { username, password }),
             (None, None) => None,
-            (Some(_), None) => return Err(bad(format!("{at}.username"), "needs one of password, password_env, password_file")),
-            (None, Some(_)) => return Err(bad(format!("{at}.username"), "missing, but a password is set")),
+            (Some(_), None) => {
+                return Err(bad(
+                    format!("{at}.username"),
+                    "needs one of password, password_env, password_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    format!("{at}.username"),
+                    "missing, but a password is set",
+                ))
+            }
         };
         if let Some(ca) = &self.ca_file {
             if !ca.is_file() {
-                return Err(bad(format!("{at}.ca_file"), format!("{} is not a readable file", ca.display())));
+                return Err(bad(
+                    format!("{at}.ca_file"),
+                    format!("{} is not a readable file", ca.display()),
+                ));
             }
         }
         Ok(UpstreamConfig {
@@ -224,8 +285,16 @@ impl RawUpstream {
             credentials,
             ca_file: self.ca_file,
             library_prefix: self.library_prefix.unwrap_or(docker_hub),
-            connect_timeout: duration(&format!("{at}.connect_timeout"), self.connect_timeout, "10s")?,
-            response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "60s")?,
+            connect_timeout: duration(
+                &format!("{at}.connect_timeout"),
+                self.connect_timeout,
+                "10s",
+            )?,
+            response_timeout: duration(
+                &format!("{at}.response_timeout"),
+                self.response_timeout,
+                "60s",
+            )?,
             idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "60s")?,
         })
     }
@@ -238,27 +307,51 @@ impl UpstreamConfig {
     }
 }
 
-fn password(at: &str, inline: Option<String>, env: Option<String>, file: Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+fn password(
+    at: &str,
+    inline: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
     match (inline, env, file) {
         (None, None, None) => Ok(None),
         (Some(p), None, None) => Ok(Some(p)),
-        (None, Some(var), None) => std::env::var(&var)
-            .map(Some)
-            .map_err(|_| bad(format!("{at}.password_env"), format!("environment variable {var:?} is not set"))),
+        (None, Some(var), None) => std::env::var(&var).map(Some).map_err(|_| {
+            bad(
+                format!("{at}.password_env"),
+                format!("environment variable {var:?} is not set"),
+            )
+        }),
         (None, None, Some(path)) => std::fs::read_to_string(&path)
             .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| bad(format!("{at}.password_file"), format!("{}: {e}", path.display()))),
-        _ => Err(bad(format!("{at}.password"), "set only one of password, password_env, password_file")),
+            .map_err(|e| {
+                bad(
+                    format!("{at}.password_file"),
+                    format!("{}: {e}", path.display()),
+                )
+            }),
+        _ => Err(bad(
+            format!("{at}.password"),
+            "set only one of password, password_env, password_file",
+        )),
     }
 }
 
 fn is_host_like(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
 }
 
 fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_owned());
-    humantime::parse_duration(&text).map_err(|e| bad(key, format!("{text:?} is not a duration like \"30s\", \"5m\", \"7d\": {e}")))
+    humantime::parse_duration(&text).map_err(|e| {
+        bad(
+            key,
+            format!("{text:?} is not a duration like \"30s\", \"5m\", \"7d\": {e}"),
+        )
+    })
 }
 
 /// Parses "4MiB", "200GiB", "512kB", "1024" into bytes.
@@ -271,11 +364,11 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "" | "b" => 1,
         "kb" => 1000,
         "kib" | "k" => 1 << 10,
-        "mb" => 1000_000,
+        "mb" => 1_000_000,
         "mib" | "m" => 1 << 20,
-        "gb" => 1000_000_000,
+        "gb" => 1_000_000_000,
         "gib" | "g" => 1 << 30,
-        "tb" => 1000_000_000_000,
+        "tb" => 1_000_000_000_000,
         "tib" | "t" => 1 << 40,
         _ => return None,
     };
@@ -284,7 +377,12 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 fn size(key: &str, value: Option<String>, default: &str) -> Result<u64, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_owned());
-    parse_size(&text).ok_or_else(|| bad(key, format!("{text:?} is not a size like \"4MiB\" or \"200GiB\"")))
+    parse_size(&text).ok_or_else(|| {
+        bad(
+            key,
+            format!("{text:?} is not a size like \"4MiB\" or \"200GiB\""),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -322,13 +420,27 @@ url = "https://registry-1.docker.io"
 
     #[test]
     fn errors_name_the_key() {
-        assert!(err("listen = \"nope\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("listen"));
+        assert!(
+            err("listen = \"nope\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("listen")
+        );
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"ftp://a\"").contains("upstream[0].url"));
-        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\ntag_ttl=\"x\"").contains("unknown field"));
-        assert!(err("tag_ttl = \"soon\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("tag_ttl"));
-        assert!(err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("default_upstream"));
+        assert!(
+            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\ntag_ttl=\"x\"")
+                .contains("unknown field")
+        );
+        assert!(
+            err("tag_ttl = \"soon\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"")
+                .contains("tag_ttl")
+        );
+        assert!(
+            err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"")
+                .contains("default_upstream")
+        );
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"").contains("upstream[1].name"));
-        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"").contains("upstream[0].username"));
+        assert!(
+            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"")
+                .contains("upstream[0].username")
+        );
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"\npassword_env=\"ENTREPOT_SURELY_UNSET\"")
             .contains("upstream[0].password_env"));
         assert!(err("").contains("upstream"));

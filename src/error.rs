@@ -31,11 +31,18 @@ pub enum Error {
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     #[error("too many requests (upstream {upstream})")]
-    TooManyRequests { upstream: String, retry_after: Option<String> },
+    TooManyRequests {
+        upstream: String,
+        retry_after: Option<String>,
+    },
     #[error("requested range not satisfiable (size {size})")]
     RangeNotSatisfiable { size: u64 },
     #[error("upstream {upstream} sent content that does not match {expected}: {detail}")]
-    DigestMismatch { upstream: String, expected: String, detail: String },
+    DigestMismatch {
+        upstream: String,
+        expected: String,
+        detail: String,
+    },
     #[error("upstream {upstream} answered badly: {detail}")]
     UpstreamBad { upstream: String, detail: String },
     #[error("upstream {upstream} is unreachable: {detail}")]
@@ -64,7 +71,9 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => StatusCode::NOT_FOUND,
+            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => {
+                StatusCode::NOT_FOUND
+            }
             Error::NameInvalid(_) | Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -91,7 +100,9 @@ impl Error {
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => "UNAVAILABLE",
-            Error::DigestMismatch { .. } | Error::UpstreamBad { .. } | Error::Internal(_) => "UNKNOWN",
+            Error::DigestMismatch { .. } | Error::UpstreamBad { .. } | Error::Internal(_) => {
+                "UNKNOWN"
+            }
         }
     }
 
@@ -115,7 +126,10 @@ impl Error {
             .header(header::CONTENT_LENGTH, body.len())
             .header(headers::API_VERSION, headers::API_VERSION_VALUE);
         match self {
-            Error::TooManyRequests { retry_after: Some(after), .. } => {
+            Error::TooManyRequests {
+                retry_after: Some(after),
+                ..
+            } => {
                 if let Ok(v) = HeaderValue::from_str(after) {
                     builder = builder.header(header::RETRY_AFTER, v);
                 }
@@ -128,8 +142,14 @@ impl Error {
             }
             _ => {}
         }
-        let body = if head { Body::empty() } else { Body::full(body) };
-        builder.body(body).unwrap_or_else(|_| Response::new(Body::empty()))
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::full(body)
+        };
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Body::empty()))
     }
 }
 
@@ -155,10 +175,38 @@ mod tests {
             (Error::Unauthorized("x".into()), 401, "UNAUTHORIZED"),
             (Error::Denied("x".into()), 403, "DENIED"),
             (Error::Unsupported("x".into()), 405, "UNSUPPORTED"),
-            (Error::TooManyRequests { upstream: "u".into(), retry_after: Some("7".into()) }, 429, "TOOMANYREQUESTS"),
-            (Error::UpstreamUnavailable { upstream: "u".into(), detail: "d".into() }, 503, "UNAVAILABLE"),
-            (Error::UpstreamTimeout { upstream: "u".into(), detail: "d".into() }, 504, "UNAVAILABLE"),
-            (Error::UpstreamBad { upstream: "u".into(), detail: "d".into() }, 502, "UNKNOWN"),
+            (
+                Error::TooManyRequests {
+                    upstream: "u".into(),
+                    retry_after: Some("7".into()),
+                },
+                429,
+                "TOOMANYREQUESTS",
+            ),
+            (
+                Error::UpstreamUnavailable {
+                    upstream: "u".into(),
+                    detail: "d".into(),
+                },
+                503,
+                "UNAVAILABLE",
+            ),
+            (
+                Error::UpstreamTimeout {
+                    upstream: "u".into(),
+                    detail: "d".into(),
+                },
+                504,
+                "UNAVAILABLE",
+            ),
+            (
+                Error::UpstreamBad {
+                    upstream: "u".into(),
+                    detail: "d".into(),
+                },
+                502,
+                "UNKNOWN",
+            ),
             (Error::Internal("secret path".into()), 500, "UNKNOWN"),
         ];
         for (err, status, code) in cases {
@@ -174,7 +222,11 @@ mod tests {
 
     #[test]
     fn special_headers() {
-        let r = Error::TooManyRequests { upstream: "u".into(), retry_after: Some("7".into()) }.to_response(true);
+        let r = Error::TooManyRequests {
+            upstream: "u".into(),
+            retry_after: Some("7".into()),
+        }
+        .to_response(true);
         assert_eq!(r.headers()[header::RETRY_AFTER], "7");
         let r = Error::RangeNotSatisfiable { size: 10 }.to_response(false);
         assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */10");

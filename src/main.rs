@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use entrepot::{App, Config};
 
 #[derive(Parser)]
-#[command(name = "entrepot", version, about = "A caching pull-through proxy for OCI registries")]
+#[command(
+    name = "entrepot",
+    version,
+    about = "A caching pull-through proxy for OCI registries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,12 @@ enum Command {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let Command::Serve { config, listen, data_dir, offline } = Cli::parse().command;
+    let Command::Serve {
+        config,
+        listen,
+        data_dir,
+        offline,
+    } = Cli::parse().command;
     let mut cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -53,7 +62,10 @@ fn main() -> ExitCode {
     }
     cfg.offline |= offline;
     init_tracing(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("entrepot: cannot start the runtime: {e}");
@@ -67,7 +79,12 @@ fn init_tracing(config_level: &str) {
     // RUST_LOG, when set, wins over the config file.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(cfg: Config) -> ExitCode {
@@ -87,7 +104,12 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let upstreams: Vec<&str> = app.config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let upstreams: Vec<&str> = app
+        .config
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
     tracing::info!(%listen, offline, ?upstreams, data_dir = %app.config.data_dir.display(), "entrepot serving");
     entrepot::server::serve(app, listener, shutdown_signal()).await;
     ExitCode::SUCCESS
@@ -97,10 +119,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

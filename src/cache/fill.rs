@@ -65,7 +65,10 @@ impl Fill {
     /// Waits until the upstream has answered (or the fill is over) and returns that state.
     pub async fn started(&self) -> FillState {
         let mut rx = self.subscribe();
-        let started = rx.wait_for(|s| s.phase != Phase::Connecting).await.map(|s| s.clone());
+        let started = rx
+            .wait_for(|s| s.phase != Phase::Connecting)
+            .await
+            .map(|s| s.clone());
         match started {
             Ok(s) => s,
             Err(_) => rx.borrow().clone(),
@@ -87,14 +90,23 @@ impl Drop for FillGuard {
                 s.phase = Phase::Failed(Error::internal("blob fill ended unexpectedly"));
             }
         });
-        self.cache.fills.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.fill.digest);
+        self.cache
+            .fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.fill.digest);
     }
 }
 
 impl Cache {
     /// Joins the fill of `digest` in progress or starts one. `None` if the blob is already
     /// committed (a fill finished between the caller's lookup and now).
-    pub(super) fn join_or_start_fill(self: &Arc<Self>, up: &Arc<Upstream>, repo: &str, digest: &Digest) -> Option<(Arc<Fill>, bool)> {
+    pub(super) fn join_or_start_fill(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+    ) -> Option<(Arc<Fill>, bool)> {
         let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = fills.get(digest) {
             return Some((f.clone(), true));
@@ -104,7 +116,12 @@ impl Cache {
         if matches!(self.store.index.blob(digest), Ok(Some(_))) {
             return None;
         }
-        let initial = FillState { phase: Phase::Connecting, total: None, written: 0, ingest: None };
+        let initial = FillState {
+            phase: Phase::Connecting,
+            total: None,
+            written: 0,
+            ingest: None,
+        };
         let fill = Arc::new(Fill {
             digest: digest.clone(),
             upstream: up.name().to_owned(),
@@ -112,7 +129,10 @@ impl Cache {
             state: watch::Sender::new(initial),
         });
         fills.insert(digest.clone(), fill.clone());
-        let guard = FillGuard { cache: self.clone(), fill: fill.clone() };
+        let guard = FillGuard {
+            cache: self.clone(),
+            fill: fill.clone(),
+        };
         let up = up.clone();
         tokio::spawn(async move {
             let result = guard.cache.run_fill(&guard.fill, &up).await;
@@ -137,7 +157,8 @@ impl Cache {
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
-        let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let total =
+            header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         let mut ingest = self.store.blobs.ingest(&fill.digest).await?;
         fill.publish(|s| {
             s.phase = Phase::Streaming;
@@ -169,7 +190,9 @@ impl Cache {
                             buf.extend_from_slice(&data);
                             let seen = ingest.written() + buf.len() as u64;
                             if total.is_some_and(|t| seen > t) {
-                                return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
+                                return Err(up.bad(format!(
+                                    "blob body longer than its Content-Length {total:?}"
+                                )));
                             }
                             if buf.len() >= WRITE_CHUNK {
                                 self.write_and_publish(fill, &mut ingest, &mut buf).await?;
@@ -188,9 +211,15 @@ impl Cache {
         let size = match self.store.blobs.commit(ingest, &fill.digest, total).await {
             Ok(size) => size,
             Err(crate::store::content::CommitError::Mismatch(detail)) => {
-                self.stats.digest_mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .digest_mismatches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(digest = %fill.digest, upstream = %up.name(), %detail, "upstream blob failed verification; not cached");
-                return Err(Error::DigestMismatch { upstream: up.name().to_owned(), expected: fill.digest.to_string(), detail });
+                return Err(Error::DigestMismatch {
+                    upstream: up.name().to_owned(),
+                    expected: fill.digest.to_string(),
+                    detail,
+                });
             }
             Err(crate::store::content::CommitError::Io(e)) => return Err(e.into()),
         };
@@ -207,7 +236,12 @@ impl Cache {
         Ok(size)
     }
 
-    async fn write_and_publish(&self, fill: &Fill, ingest: &mut crate::store::content::Ingest, buf: &mut BytesMut) -> Result<()> {
+    async fn write_and_publish(
+        &self,
+        fill: &Fill,
+        ingest: &mut crate::store::content::Ingest,
+        buf: &mut BytesMut,
+    ) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }

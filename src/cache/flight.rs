@@ -18,7 +18,9 @@ pub struct Flights<T> {
 
 impl<T> Default for Flights<T> {
     fn default() -> Self {
-        Flights { running: Mutex::new(HashMap::new()) }
+        Flights {
+            running: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -30,7 +32,11 @@ struct Landing<T> {
 
 impl<T> Drop for Landing<T> {
     fn drop(&mut self) {
-        self.flights.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.flights
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -48,7 +54,10 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
                 None => {
                     let (tx, rx) = watch::channel(None);
                     running.insert(key.clone(), rx.clone());
-                    let landing = Landing { flights: self.clone(), key };
+                    let landing = Landing {
+                        flights: self.clone(),
+                        key,
+                    };
                     tokio::spawn(async move {
                         let result = work.await;
                         let _ = tx.send(Some(result));
@@ -59,7 +68,9 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
             }
         };
         let result = match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone().unwrap_or_else(|| Err(Error::internal("flight ended without a result"))),
+            Ok(v) => v
+                .clone()
+                .unwrap_or_else(|| Err(Error::internal("flight ended without a result"))),
             Err(_) => Err(Error::internal("the task fetching this content died")),
         };
         (result, joined)

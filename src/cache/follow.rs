@@ -47,7 +47,13 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
 /// Until the fill is verified and committed, the last byte written is held back: a client
 /// reading the whole blob can only reach a clean end of body after verification, and a
 /// failed fill ends every follower's body with an error.
-pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Option<u64>, len: Option<u64>) -> Body {
+pub fn following(
+    fill: Arc<Fill>,
+    committed_path: PathBuf,
+    start: u64,
+    end: Option<u64>,
+    len: Option<u64>,
+) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
     tokio::spawn(async move {
         if let Err(e) = follow(&tx, &fill, committed_path, start, end).await {
@@ -58,7 +64,13 @@ pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Opti
     body
 }
 
-async fn follow(tx: &mpsc::Sender<io::Result<Bytes>>, fill: &Fill, committed_path: PathBuf, start: u64, end: Option<u64>) -> io::Result<()> {
+async fn follow(
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    fill: &Fill,
+    committed_path: PathBuf,
+    start: u64,
+    end: Option<u64>,
+) -> io::Result<()> {
     let mut rx = fill.subscribe();
     let mut file: Option<tokio::fs::File> = None;
     let mut pos = start;
@@ -73,13 +85,21 @@ async fn follow(tx: &mpsc::Sender<io::Result<Bytes>>, fill: &Fill, committed_pat
         if stop.is_some_and(|s| pos >= s) || (committed && pos >= state.written) {
             return Ok(());
         }
-        let readable = if committed { state.written } else { state.written.saturating_sub(1) };
+        let readable = if committed {
+            state.written
+        } else {
+            state.written.saturating_sub(1)
+        };
         let target = stop.map_or(readable, |s| s.min(readable));
         if pos < target {
             if file.is_none() {
-                let path = if committed { Some(committed_path.clone()) } else { state.ingest.clone() };
-                match path {
-                    Some(p) => match tokio::fs::File::open(&p).await {
+                let path = if committed {
+                    Some(committed_path.clone())
+                } else {
+                    state.ingest.clone()
+                };
+                if let Some(p) = path {
+                    match tokio::fs::File::open(&p).await {
                         Ok(mut f) => {
                             f.seek(SeekFrom::Start(pos)).await?;
                             file = Some(f);
@@ -87,8 +107,7 @@ async fn follow(tx: &mpsc::Sender<io::Result<Bytes>>, fill: &Fill, committed_pat
                         // The ingest was just renamed into place (or removed): the next state says which.
                         Err(e) if e.kind() == io::ErrorKind::NotFound && !committed => {}
                         Err(e) => return Err(e),
-                    },
-                    None => {}
+                    }
                 }
             }
             if let Some(f) = file.as_mut() {
@@ -115,7 +134,10 @@ async fn read_chunk(file: &mut tokio::fs::File, left: u64) -> io::Result<Bytes> 
     while filled < want {
         let n = file.read(&mut buf[filled..]).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file shorter than expected",
+            ));
         }
         filled += n;
     }

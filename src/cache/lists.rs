@@ -27,13 +27,25 @@ pub struct ListAnswer<T> {
 
 impl<T> ListAnswer<T> {
     fn new(items: T, outcome: Outcome) -> Self {
-        ListAnswer { items, outcome, warning: None }
+        ListAnswer {
+            items,
+            outcome,
+            warning: None,
+        }
     }
 
     fn stale(items: T, fetched_at: Option<u64>, error: &Error) -> Self {
-        let when = fetched_at.map_or("never fetched".to_owned(), |f| format!("fetched {} ago", age(now_ms().saturating_sub(f))));
+        let when = fetched_at.map_or("never fetched".to_owned(), |f| {
+            format!("fetched {} ago", age(now_ms().saturating_sub(f)))
+        });
         tracing::warn!(%error, %when, "upstream failed; serving the cached list");
-        ListAnswer { items, outcome: Outcome::Stale, warning: Some(format!("299 entrepot \"upstream unavailable; list {when}\"")) }
+        ListAnswer {
+            items,
+            outcome: Outcome::Stale,
+            warning: Some(format!(
+                "299 entrepot \"upstream unavailable; list {when}\""
+            )),
+        }
     }
 }
 
@@ -71,10 +83,21 @@ impl Cache {
         }
         let key = format!("{up}\0{}", t.repo);
         let (this, t2) = (self.clone(), t.clone());
-        let (result, joined) = self.tag_lists.run(key, async move { this.fetch_tags(&t2).await }).await;
+        let (result, joined) = self
+            .tag_lists
+            .run(key, async move { this.fetch_tags(&t2).await })
+            .await;
         match result {
-            Ok(a) => Ok(ListAnswer { outcome: a.outcome.joined(joined), ..a }),
-            Err(e) if e.is_upstream_failure() && cached.as_ref().map_or(true, |c| self.within_staleness(c.fetched_at)) => {
+            Ok(a) => Ok(ListAnswer {
+                outcome: a.outcome.joined(joined),
+                ..a
+            }),
+            Err(e)
+                if e.is_upstream_failure()
+                    && cached
+                        .as_ref()
+                        .is_none_or(|c| self.within_staleness(c.fetched_at)) =>
+            {
                 let tags = local()?;
                 if tags.is_empty() {
                     return Err(e);
@@ -90,7 +113,9 @@ impl Cache {
         let mut path = format!("/v2/{}/tags/list", t.repo);
         let mut tags = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
-            let resp = up.send(Method::GET, &path, Some("application/json"), &t.repo).await?;
+            let resp = up
+                .send(Method::GET, &path, Some("application/json"), &t.repo)
+                .await?;
             if resp.status() != StatusCode::OK {
                 return Err(up.status_error(&resp, Error::NameUnknown(t.repo.clone())));
             }
@@ -102,8 +127,14 @@ impl Cache {
             struct Page {
                 tags: Option<Vec<String>>,
             }
-            let page: Page = serde_json::from_slice(&body).map_err(|e| up.bad(format!("tag list: {e}")))?;
-            tags.extend(page.tags.unwrap_or_default().into_iter().filter(|t| crate::oci::name::is_valid_tag(t)));
+            let page: Page =
+                serde_json::from_slice(&body).map_err(|e| up.bad(format!("tag list: {e}")))?;
+            tags.extend(
+                page.tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| crate::oci::name::is_valid_tag(t)),
+            );
             match next {
                 Some(n) => path = n,
                 None => break,
@@ -111,12 +142,23 @@ impl Cache {
         }
         tags.sort();
         tags.dedup();
-        self.store.index.put_tag_list(up.name(), &t.repo, &TagList { fetched_at: now_ms(), tags: tags.clone() })?;
+        self.store.index.put_tag_list(
+            up.name(),
+            &t.repo,
+            &TagList {
+                fetched_at: now_ms(),
+                tags: tags.clone(),
+            },
+        )?;
         Ok(ListAnswer::new(tags, Outcome::Miss))
     }
 
     /// The manifests that name `subject` as their subject, unfiltered.
-    pub async fn referrers(self: &Arc<Self>, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
+    pub async fn referrers(
+        self: &Arc<Self>,
+        t: &Target,
+        subject: &Digest,
+    ) -> Result<ListAnswer<Vec<Descriptor>>> {
         let up = t.upstream.name();
         let cached = self.store.index.referrers(up, &t.repo, subject)?;
         let with_local = |mut list: Vec<Descriptor>| -> Result<Vec<Descriptor>> {
@@ -128,19 +170,36 @@ impl Cache {
             Ok(list)
         };
         if self.settings.offline {
-            return Ok(ListAnswer::new(with_local(cached.map(|c| c.descriptors).unwrap_or_default())?, Outcome::Hit));
+            return Ok(ListAnswer::new(
+                with_local(cached.map(|c| c.descriptors).unwrap_or_default())?,
+                Outcome::Hit,
+            ));
         }
         if let Some(c) = cached.as_ref().filter(|c| self.is_fresh(c.fetched_at)) {
-            return Ok(ListAnswer::new(with_local(c.descriptors.clone())?, Outcome::Hit));
+            return Ok(ListAnswer::new(
+                with_local(c.descriptors.clone())?,
+                Outcome::Hit,
+            ));
         }
         let key = format!("{up}\0{}\0{subject}", t.repo);
         let (this, t2, s2) = (self.clone(), t.clone(), subject.clone());
-        let (result, joined) = self.referrers.run(key, async move { this.fetch_referrers(&t2, &s2).await }).await;
+        let (result, joined) = self
+            .referrers
+            .run(key, async move { this.fetch_referrers(&t2, &s2).await })
+            .await;
         match result {
-            Ok(a) => Ok(ListAnswer { items: with_local(a.items)?, outcome: a.outcome.joined(joined), warning: None }),
+            Ok(a) => Ok(ListAnswer {
+                items: with_local(a.items)?,
+                outcome: a.outcome.joined(joined),
+                warning: None,
+            }),
             Err(e) if e.is_upstream_failure() => {
                 let fetched_at = cached.as_ref().map(|c| c.fetched_at);
-                Ok(ListAnswer::stale(with_local(cached.map(|c| c.descriptors).unwrap_or_default())?, fetched_at, &e))
+                Ok(ListAnswer::stale(
+                    with_local(cached.map(|c| c.descriptors).unwrap_or_default())?,
+                    fetched_at,
+                    &e,
+                ))
             }
             Err(e) => Err(e),
         }
@@ -148,28 +207,54 @@ impl Cache {
 
     /// Asks the referrers API; a registry without one (404, or another 4xx for an unknown
     /// route) is asked for the referrers tag schema (`<alg>-<hex>`) instead.
-    async fn fetch_referrers(&self, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
+    async fn fetch_referrers(
+        &self,
+        t: &Target,
+        subject: &Digest,
+    ) -> Result<ListAnswer<Vec<Descriptor>>> {
         let up = &t.upstream;
         let path = format!("/v2/{}/referrers/{subject}", t.repo);
-        let resp = up.send(Method::GET, &path, Some(media::OCI_INDEX), &t.repo).await?;
+        let resp = up
+            .send(Method::GET, &path, Some(media::OCI_INDEX), &t.repo)
+            .await?;
         let list = match resp.status() {
             StatusCode::OK => {
                 let body = read_small(resp.into_body(), MAX_LIST_BODY, up.config.idle_timeout)
                     .await
                     .map_err(|e| up.bad(format!("referrers: {e}")))?;
-                manifest::parse(&body, Some(media::OCI_INDEX)).map_err(|e| up.bad(format!("referrers: {e}")))?.manifests
+                manifest::parse(&body, Some(media::OCI_INDEX))
+                    .map_err(|e| up.bad(format!("referrers: {e}")))?
+                    .manifests
             }
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            StatusCode::NOT_FOUND
+            | StatusCode::BAD_REQUEST
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => {
                 let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
-                match self.fetch_manifest(t, &tag, AcceptClass::from_accept([media::OCI_INDEX]), None).await {
-                    Ok(m) => manifest::parse(&m.bytes, Some(&m.media_type)).map_err(|e| up.bad(e.to_string()))?.manifests,
+                match self
+                    .fetch_manifest(t, &tag, AcceptClass::from_accept([media::OCI_INDEX]), None)
+                    .await
+                {
+                    Ok(m) => {
+                        manifest::parse(&m.bytes, Some(&m.media_type))
+                            .map_err(|e| up.bad(e.to_string()))?
+                            .manifests
+                    }
                     Err(Error::ManifestUnknown(_)) => Vec::new(),
                     Err(e) => return Err(e),
                 }
             }
             _ => return Err(up.status_error(&resp, Error::ManifestUnknown(subject.to_string()))),
         };
-        self.store.index.put_referrers(up.name(), &t.repo, subject, &ReferrerList { fetched_at: now_ms(), descriptors: list.clone() })?;
+        self.store.index.put_referrers(
+            up.name(),
+            &t.repo,
+            subject,
+            &ReferrerList {
+                fetched_at: now_ms(),
+                descriptors: list.clone(),
+            },
+        )?;
         Ok(ListAnswer::new(list, Outcome::Miss))
     }
 
@@ -177,11 +262,15 @@ impl Cache {
     fn local_referrers(&self, t: &Target, subject: &Digest) -> Result<Vec<Descriptor>> {
         let mut out = Vec::new();
         for d in self.store.index.local_referrers(subject)? {
-            let Some((rec, bytes)) = self.store.index.manifest(&d)? else { continue };
+            let Some((rec, bytes)) = self.store.index.manifest(&d)? else {
+                continue;
+            };
             if rec.upstream != t.upstream.name() || rec.repository != t.repo {
                 continue;
             }
-            let annotations = manifest::parse(&bytes, Some(&rec.media_type)).ok().and_then(|p| p.annotations);
+            let annotations = manifest::parse(&bytes, Some(&rec.media_type))
+                .ok()
+                .and_then(|p| p.annotations);
             out.push(Descriptor {
                 media_type: rec.media_type,
                 digest: d,
@@ -198,7 +287,9 @@ impl Cache {
 /// The path of a `Link: <…>; rel="next"` header, when it stays on the registry's `/v2/` API.
 fn next_link(link: &str) -> Option<String> {
     let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
-    if !params.replace(' ', "").contains("rel=\"next\"") && !params.replace(' ', "").contains("rel=next") {
+    if !params.replace(' ', "").contains("rel=\"next\"")
+        && !params.replace(' ', "").contains("rel=next")
+    {
         return None;
     }
     let path = match target.parse::<http::Uri>() {
@@ -214,8 +305,14 @@ mod tests {
 
     #[test]
     fn follows_next_links_on_the_api_only() {
-        assert_eq!(next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(), Some("/v2/a/tags/list?last=b&n=2"));
-        assert_eq!(next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(), Some("/v2/a/tags/list?last=b"));
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b")
+        );
         assert_eq!(next_link(r#"</elsewhere>; rel="next""#), None);
         assert_eq!(next_link(r#"</v2/a/tags/list>; rel="prev""#), None);
     }

@@ -13,12 +13,12 @@ use http::Method;
 
 use super::{age, Cache, Outcome, Target};
 use crate::error::{Error, Result};
+use crate::http::headers::CONTENT_DIGEST;
 use crate::oci::manifest;
 use crate::oci::media::AcceptClass;
 use crate::oci::{digest::Hasher, Digest};
 use crate::store::index::{now_ms, ManifestRecord, TagRecord};
 use crate::upstream::{header_str, read_small};
-use crate::http::headers::CONTENT_DIGEST;
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -37,16 +37,28 @@ pub struct ManifestAnswer {
 
 impl ManifestAnswer {
     fn new(manifest: Manifest, outcome: Outcome) -> ManifestAnswer {
-        ManifestAnswer { manifest, outcome, warning: None }
+        ManifestAnswer {
+            manifest,
+            outcome,
+            warning: None,
+        }
     }
 }
 
 impl Cache {
     fn cached_manifest(&self, d: &Digest) -> Result<Option<Manifest>> {
-        Ok(self.store.index.manifest(d)?.map(|(rec, bytes)| Manifest { digest: d.clone(), media_type: rec.media_type, bytes }))
+        Ok(self.store.index.manifest(d)?.map(|(rec, bytes)| Manifest {
+            digest: d.clone(),
+            media_type: rec.media_type,
+            bytes,
+        }))
     }
 
-    pub async fn manifest_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
+    pub async fn manifest_by_digest(
+        self: &Arc<Self>,
+        t: &Target,
+        d: &Digest,
+    ) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d)? {
             self.store.index.touch(d);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
@@ -59,21 +71,50 @@ impl Cache {
         let (result, joined) = self
             .manifests
             .run(key, async move {
-                let m = this.fetch_manifest(&t2, &d2.to_string(), AcceptClass::ALL, Some(&d2)).await?;
+                let m = this
+                    .fetch_manifest(&t2, &d2.to_string(), AcceptClass::ALL, Some(&d2))
+                    .await?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             })
             .await;
-        result.map(|a| ManifestAnswer { outcome: a.outcome.joined(joined), ..a })
+        result.map(|a| ManifestAnswer {
+            outcome: a.outcome.joined(joined),
+            ..a
+        })
     }
 
-    pub async fn manifest_by_tag(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
-        let key = format!("t\0{}\0{}\0{tag}\0{}", t.upstream.name(), t.repo, class.key());
+    pub async fn manifest_by_tag(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<ManifestAnswer> {
+        let key = format!(
+            "t\0{}\0{}\0{tag}\0{}",
+            t.upstream.name(),
+            t.repo,
+            class.key()
+        );
         let (this, t2, tag2) = (self.clone(), t.clone(), tag.to_owned());
-        let (result, joined) = self.manifests.run(key, async move { this.resolve_tag(&t2, &tag2, class).await }).await;
-        result.map(|a| ManifestAnswer { outcome: a.outcome.joined(joined), ..a })
+        let (result, joined) = self
+            .manifests
+            .run(
+                key,
+                async move { this.resolve_tag(&t2, &tag2, class).await },
+            )
+            .await;
+        result.map(|a| ManifestAnswer {
+            outcome: a.outcome.joined(joined),
+            ..a
+        })
     }
 
-    async fn resolve_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+    async fn resolve_tag(
+        &self,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<ManifestAnswer> {
         let up = t.upstream.name();
         let class_key = class.key();
         let record = self.store.index.tag(up, &t.repo, tag, &class_key)?;
@@ -82,7 +123,8 @@ impl Cache {
             None => None,
         };
         if self.settings.offline {
-            let (_, m) = cached.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
+            let (_, m) =
+                cached.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
             self.store.index.touch(&m.digest);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
         }
@@ -108,14 +150,18 @@ impl Cache {
             Ok(Some(d)) => {
                 let m = match self.cached_manifest(&d)? {
                     Some(m) => m,
-                    None => self.fetch_manifest(t, &d.to_string(), class, Some(&d)).await?,
+                    None => {
+                        self.fetch_manifest(t, &d.to_string(), class, Some(&d))
+                            .await?
+                    }
                 };
                 tracing::info!(upstream = up, repo = %t.repo, tag, from = %record.digest, to = %d, "tag moved");
                 self.remember_tag(t, tag, &class_key, &m, now, now)?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             }
             Ok(None) => {
-                let m = self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
+                let m =
+                    self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
                 self.remember_tag(t, tag, &class_key, &m, now, now)?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             }
@@ -130,8 +176,15 @@ impl Cache {
                 }
                 tracing::warn!(upstream = up, repo = %t.repo, tag, error = %e, validated_ago = %age(stale_for), "serving stale tag");
                 self.store.index.touch(&cached.digest);
-                let warning = format!("299 entrepot \"upstream unavailable; tag last validated {} ago\"", age(stale_for));
-                Ok(ManifestAnswer { manifest: cached, outcome: Outcome::Stale, warning: Some(warning) })
+                let warning = format!(
+                    "299 entrepot \"upstream unavailable; tag last validated {} ago\"",
+                    age(stale_for)
+                );
+                Ok(ManifestAnswer {
+                    manifest: cached,
+                    outcome: Outcome::Stale,
+                    warning: Some(warning),
+                })
             }
             Err(e) => Err(e),
         }
@@ -145,9 +198,24 @@ impl Cache {
         result
     }
 
-    fn remember_tag(&self, t: &Target, tag: &str, class_key: &str, m: &Manifest, fetched_at: u64, validated_at: u64) -> Result<()> {
-        let r = TagRecord { digest: m.digest.clone(), media_type: m.media_type.clone(), fetched_at, validated_at };
-        self.store.index.put_tag(t.upstream.name(), &t.repo, tag, class_key, &r)?;
+    fn remember_tag(
+        &self,
+        t: &Target,
+        tag: &str,
+        class_key: &str,
+        m: &Manifest,
+        fetched_at: u64,
+        validated_at: u64,
+    ) -> Result<()> {
+        let r = TagRecord {
+            digest: m.digest.clone(),
+            media_type: m.media_type.clone(),
+            fetched_at,
+            validated_at,
+        };
+        self.store
+            .index
+            .put_tag(t.upstream.name(), &t.repo, tag, class_key, &r)?;
         Ok(())
     }
 
@@ -169,22 +237,34 @@ impl Cache {
     }
 
     fn forget_tag(&self, t: &Target, tag: &str) -> Result<()> {
-        self.store.index.remove_tag(t.upstream.name(), &t.repo, tag)?;
+        self.store
+            .index
+            .remove_tag(t.upstream.name(), &t.repo, tag)?;
         let mut absent = self.absent_tags.lock().unwrap_or_else(|p| p.into_inner());
         if absent.len() > 100_000 {
             let now = Instant::now();
             absent.retain(|_, until| *until > now);
         }
-        absent.insert(Cache::absent_key(t, tag), Instant::now() + self.settings.negative_ttl);
+        absent.insert(
+            Cache::absent_key(t, tag),
+            Instant::now() + self.settings.negative_ttl,
+        );
         Ok(())
     }
 
     /// The digest a tag has upstream now, from a `HEAD` (which registries do not rate-limit
     /// as they do `GET`s). `None` when the upstream does not say.
-    async fn head_manifest(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Digest>> {
+    async fn head_manifest(
+        &self,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<Option<Digest>> {
         let up = &t.upstream;
         let path = format!("/v2/{}/manifests/{tag}", t.repo);
-        let resp = up.send(Method::HEAD, &path, Some(&class.header_value()), &t.repo).await?;
+        let resp = up
+            .send(Method::HEAD, &path, Some(&class.header_value()), &t.repo)
+            .await?;
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{tag}", t.repo))));
         }
@@ -193,23 +273,42 @@ impl Cache {
 
     /// GETs a manifest, checks it against the digest asked for and the one the upstream
     /// claims, and stores its exact bytes.
-    pub(super) async fn fetch_manifest(&self, t: &Target, reference: &str, class: AcceptClass, expected: Option<&Digest>) -> Result<Manifest> {
+    pub(super) async fn fetch_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        class: AcceptClass,
+        expected: Option<&Digest>,
+    ) -> Result<Manifest> {
         let up = &t.upstream;
         let path = format!("/v2/{}/manifests/{reference}", t.repo);
-        let resp = up.send(Method::GET, &path, Some(&class.header_value()), &t.repo).await?;
+        let resp = up
+            .send(Method::GET, &path, Some(&class.header_value()), &t.repo)
+            .await?;
         if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{reference}", t.repo))));
+            return Err(up.status_error(
+                &resp,
+                Error::ManifestUnknown(format!("{}:{reference}", t.repo)),
+            ));
         }
         let limit = self.settings.max_manifest_size;
-        let length = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let length = header_str(resp.headers(), http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok());
         if length.is_some_and(|l| l > limit) {
-            return Err(up.bad(format!("manifest of {} bytes exceeds max_manifest_size ({limit})", length.unwrap_or(0))));
+            return Err(up.bad(format!(
+                "manifest of {} bytes exceeds max_manifest_size ({limit})",
+                length.unwrap_or(0)
+            )));
         }
         let claimed = match header_str(resp.headers(), CONTENT_DIGEST) {
-            Some(v) => Some(v.parse::<Digest>().map_err(|e| up.bad(format!("bad Docker-Content-Digest {v:?}: {e}")))?),
+            Some(v) => Some(
+                v.parse::<Digest>()
+                    .map_err(|e| up.bad(format!("bad Docker-Content-Digest {v:?}: {e}")))?,
+            ),
             None => None,
         };
-        let content_type = header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
+        let content_type =
+            header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
         let bytes = read_small(resp.into_body(), limit as usize, up.config.idle_timeout)
             .await
             .map_err(|e| up.bad(format!("manifest body: {e}")))?;
@@ -218,9 +317,15 @@ impl Cache {
             h.update(&bytes);
             let got = h.finish();
             if &got != want {
-                self.stats.digest_mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .digest_mismatches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(upstream = %up.name(), repo = %t.repo, reference, expected = %want, got = %got, "upstream manifest failed verification; not cached");
-                return Err(Error::DigestMismatch { upstream: up.name().to_owned(), expected: want.to_string(), detail: format!("got {got}") });
+                return Err(Error::DigestMismatch {
+                    upstream: up.name().to_owned(),
+                    expected: want.to_string(),
+                    detail: format!("got {got}"),
+                });
             }
         }
         let digest = match (expected, claimed) {
@@ -228,7 +333,8 @@ impl Cache {
             (None, Some(d)) => d,
             (None, None) => Digest::sha256_of(&bytes),
         };
-        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
+        let parsed =
+            manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
         let now = now_ms();
         let record = ManifestRecord {
             media_type: parsed.media_type.clone(),
@@ -246,6 +352,10 @@ impl Cache {
         let descriptors: Vec<_> = parsed.references().cloned().collect();
         self.store.index.learn_media_types(&descriptors)?;
         tracing::info!(upstream = %up.name(), repo = %t.repo, reference, %digest, media_type = %parsed.media_type, "manifest cached");
-        Ok(Manifest { digest, media_type: parsed.media_type, bytes })
+        Ok(Manifest {
+            digest,
+            media_type: parsed.media_type,
+            bytes,
+        })
     }
 }

@@ -108,8 +108,15 @@ pub struct Cache {
 
 /// A blob ready to be streamed.
 pub enum BlobSource {
-    Committed { file: tokio::fs::File, size: u64 },
-    Filling { fill: Arc<fill::Fill>, total: Option<u64>, committed_path: PathBuf },
+    Committed {
+        file: tokio::fs::File,
+        size: u64,
+    },
+    Filling {
+        fill: Arc<fill::Fill>,
+        total: Option<u64>,
+        committed_path: PathBuf,
+    },
 }
 
 impl Cache {
@@ -127,7 +134,12 @@ impl Cache {
     }
 
     async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {
-        Ok(self.store.blobs.open_read(d).await?.map(|(file, size)| BlobSource::Committed { file, size }))
+        Ok(self
+            .store
+            .blobs
+            .open_read(d)
+            .await?
+            .map(|(file, size)| BlobSource::Committed { file, size }))
     }
 
     /// A blob for a GET: committed, or a fill that has started streaming.
@@ -171,21 +183,37 @@ impl Cache {
                 }
                 fill::Phase::Connecting | fill::Phase::Streaming => {
                     let committed_path = self.store.blobs.path(d);
-                    return Ok((BlobSource::Filling { fill, total: state.total, committed_path }, outcome));
+                    return Ok((
+                        BlobSource::Filling {
+                            fill,
+                            total: state.total,
+                            committed_path,
+                        },
+                        outcome,
+                    ));
                 }
             }
         }
     }
 
     /// A blob's size for a HEAD, without downloading it when it is not cached.
-    pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
+    pub async fn blob_size(
+        self: &Arc<Self>,
+        t: &Target,
+        d: &Digest,
+    ) -> Result<(Option<u64>, Outcome)> {
         if let Some((_, size)) = self.store.blobs.open_read(d).await? {
             return Ok((Some(size), Outcome::Hit));
         }
         if self.settings.offline {
             return Err(Error::BlobUnknown);
         }
-        let in_flight = self.fills.lock().unwrap_or_else(|p| p.into_inner()).get(d).cloned();
+        let in_flight = self
+            .fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned();
         if let Some(fill) = in_flight {
             let state = fill.started().await;
             if let fill::Phase::Failed(e) = state.phase {
@@ -194,11 +222,19 @@ impl Cache {
             return Ok((state.total, Outcome::Coalesced));
         }
         let up = &t.upstream;
-        let resp = up.send(Method::HEAD, &format!("/v2/{}/blobs/{d}", t.repo), None, &t.repo).await?;
+        let resp = up
+            .send(
+                Method::HEAD,
+                &format!("/v2/{}/blobs/{d}", t.repo),
+                None,
+                &t.repo,
+            )
+            .await?;
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
-        let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let size =
+            header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         Ok((size, Outcome::Miss))
     }
 

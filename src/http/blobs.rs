@@ -13,48 +13,108 @@ use crate::cache::{follow, BlobSource, Outcome, Target};
 use crate::error::{Error, Result};
 use crate::oci::{media, Digest};
 
-pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
-    let d: Digest = digest.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+pub async fn get(
+    app: &Arc<App>,
+    t: &Target,
+    digest: &str,
+    req: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>> {
+    let d: Digest = digest
+        .parse()
+        .map_err(|e| Error::DigestInvalid(format!("{e}")))?;
     if head {
         let (size, outcome) = app.cache.blob_size(t, &d).await?;
-        return Ok(respond(StatusCode::OK, &d, size, None, Body::empty(), outcome));
+        return Ok(respond(
+            StatusCode::OK,
+            &d,
+            size,
+            None,
+            Body::empty(),
+            outcome,
+        ));
     }
     let (src, outcome) = app.cache.blob(t, &d).await?;
     let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());
     match src {
         BlobSource::Committed { file, size } => match range::evaluate(range_header, size) {
-            RangeRequest::Whole => Ok(respond(StatusCode::OK, &d, Some(size), None, follow::committed(file, 0, size), outcome)),
+            RangeRequest::Whole => Ok(respond(
+                StatusCode::OK,
+                &d,
+                Some(size),
+                None,
+                follow::committed(file, 0, size),
+                outcome,
+            )),
             RangeRequest::Partial(r) => {
                 let body = follow::committed(file, r.start, r.len());
-                Ok(respond(StatusCode::PARTIAL_CONTENT, &d, Some(r.len()), Some(r.content_range(size)), body, outcome))
+                Ok(respond(
+                    StatusCode::PARTIAL_CONTENT,
+                    &d,
+                    Some(r.len()),
+                    Some(r.content_range(size)),
+                    body,
+                    outcome,
+                ))
             }
             RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
         },
-        BlobSource::Filling { fill, total: Some(size), committed_path } => match range::evaluate(range_header, size) {
+        BlobSource::Filling {
+            fill,
+            total: Some(size),
+            committed_path,
+        } => match range::evaluate(range_header, size) {
             RangeRequest::Whole => {
                 let body = follow::following(fill, committed_path, 0, None, Some(size));
                 Ok(respond(StatusCode::OK, &d, Some(size), None, body, outcome))
             }
             RangeRequest::Partial(r) => {
-                let body = follow::following(fill, committed_path, r.start, Some(r.end + 1), Some(r.len()));
-                Ok(respond(StatusCode::PARTIAL_CONTENT, &d, Some(r.len()), Some(r.content_range(size)), body, outcome))
+                let body = follow::following(
+                    fill,
+                    committed_path,
+                    r.start,
+                    Some(r.end + 1),
+                    Some(r.len()),
+                );
+                Ok(respond(
+                    StatusCode::PARTIAL_CONTENT,
+                    &d,
+                    Some(r.len()),
+                    Some(r.content_range(size)),
+                    body,
+                    outcome,
+                ))
             }
             RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
         },
         // The upstream sent no length: a range cannot be checked yet, so the whole blob is
         // sent, which RFC 9110 allows.
-        BlobSource::Filling { fill, total: None, committed_path } => {
+        BlobSource::Filling {
+            fill,
+            total: None,
+            committed_path,
+        } => {
             let body = follow::following(fill, committed_path, 0, None, None);
             Ok(respond(StatusCode::OK, &d, None, None, body, outcome))
         }
     }
 }
 
-fn respond(status: StatusCode, d: &Digest, len: Option<u64>, content_range: Option<String>, body: Body, outcome: Outcome) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    d: &Digest,
+    len: Option<u64>,
+    content_range: Option<String>,
+    body: Body,
+    outcome: Outcome,
+) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::OCTET_STREAM));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media::OCTET_STREAM),
+    );
     if let Some(len) = len {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }

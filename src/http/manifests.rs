@@ -14,19 +14,37 @@ use crate::error::{Error, Result};
 use crate::oci::media::AcceptClass;
 use crate::oci::{name, Digest};
 
-pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
+pub async fn get(
+    app: &Arc<App>,
+    t: &Target,
+    reference: &str,
+    req: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>> {
     let answer = if reference.contains(':') {
-        let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+        let d: Digest = reference
+            .parse()
+            .map_err(|e| Error::DigestInvalid(format!("{e}")))?;
         app.cache.manifest_by_digest(t, &d).await?
     } else if name::is_valid_tag(reference) {
-        let class = AcceptClass::from_accept(req.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+        let class = AcceptClass::from_accept(
+            req.get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
         app.cache.manifest_by_tag(t, reference, class).await?
     } else {
-        return Err(Error::ManifestUnknown("reference is neither a valid tag nor a digest".into()));
+        return Err(Error::ManifestUnknown(
+            "reference is neither a valid tag nor a digest".into(),
+        ));
     };
     let m = &answer.manifest;
     let len = m.bytes.len();
-    let body = if head { Body::empty() } else { Body::full(m.bytes.clone()) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::full(m.bytes.clone())
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -40,7 +58,11 @@ pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, h
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.digest)) {
         h.insert(header::ETAG, v);
     }
-    if let Some(w) = answer.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+    if let Some(w) = answer
+        .warning
+        .as_deref()
+        .and_then(|w| HeaderValue::from_str(w).ok())
+    {
         h.insert(header::WARNING, w);
     }
     set_outcome(&mut resp, answer.outcome);

@@ -4,8 +4,8 @@
 //! A request reads top to bottom: `handle` → `dispatch` (method, route, upstream) → the
 //! endpoint's handler (`blobs`, `manifests`, `lists`) → the cache.
 
-pub mod body;
 mod blobs;
+pub mod body;
 pub mod headers;
 mod lists;
 mod manifests;
@@ -51,11 +51,18 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>,
             e.to_response(head)
         }
     };
-    resp.headers_mut().insert(headers::API_VERSION, HeaderValue::from_static(headers::API_VERSION_VALUE));
+    resp.headers_mut().insert(
+        headers::API_VERSION,
+        HeaderValue::from_static(headers::API_VERSION_VALUE),
+    );
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
-        bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "served"
     );
@@ -65,16 +72,25 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>,
 async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>> {
     let path = req.uri().path();
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Err(Error::Unsupported(format!("{} is not supported: entrepot is a read-only cache", req.method())));
+        return Err(Error::Unsupported(format!(
+            "{} is not supported: entrepot is a read-only cache",
+            req.method()
+        )));
     }
     let route = route::parse(path)?;
     let span = tracing::Span::current();
     span.record("route", route.label());
     if route.endpoint == Endpoint::Upload {
-        return Err(Error::Unsupported("pushing is not supported: entrepot is a read-only cache".into()));
+        return Err(Error::Unsupported(
+            "pushing is not supported: entrepot is a read-only cache".into(),
+        ));
     }
     if route.endpoint == Endpoint::Base {
-        return Ok(json_response(StatusCode::OK, "{}".into(), req.method() == Method::HEAD));
+        return Ok(json_response(
+            StatusCode::OK,
+            "{}".into(),
+            req.method() == Method::HEAD,
+        ));
     }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
@@ -83,13 +99,19 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>>
     span.record("repo", target.repo.as_str());
     let head = req.method() == Method::HEAD;
     let resp = match &route.endpoint {
-        Endpoint::Manifest(reference) => manifests::get(app, &target, reference, req.headers(), head).await,
+        Endpoint::Manifest(reference) => {
+            manifests::get(app, &target, reference, req.headers(), head).await
+        }
         Endpoint::Blob(digest) => blobs::get(app, &target, digest, req.headers(), head).await,
         Endpoint::Tags => lists::tags(app, &target, &route.name, query, head).await,
         Endpoint::Referrers(digest) => lists::referrers(app, &target, digest, query, head).await,
         Endpoint::Base | Endpoint::Upload => unreachable!("handled above"),
     }?;
-    if let Some(c) = resp.headers().get(headers::CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+    if let Some(c) = resp
+        .headers()
+        .get(headers::CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+    {
         span.record("cache", c);
     }
     Ok(resp)
@@ -97,23 +119,36 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>>
 
 fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {
     let len = body.len();
-    let body = if head { Body::empty() } else { Body::full(body) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::full(body)
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
 fn set_outcome(resp: &mut Response<Body>, outcome: Outcome) {
-    resp.headers_mut().insert(headers::CACHE_STATUS, HeaderValue::from_static(outcome.as_str()));
+    resp.headers_mut().insert(
+        headers::CACHE_STATUS,
+        HeaderValue::from_static(outcome.as_str()),
+    );
 }
 
 /// The first value of a query parameter, percent-decoded.
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
+        (percent_decode(k)? == key)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 
@@ -149,7 +184,10 @@ mod tests {
     fn query_params_are_decoded() {
         let q = Some("ns=docker.io&artifactType=application%2Fvnd.example%2Bjson&n=2&bad=%zz");
         assert_eq!(query_param(q, "ns").as_deref(), Some("docker.io"));
-        assert_eq!(query_param(q, "artifactType").as_deref(), Some("application/vnd.example+json"));
+        assert_eq!(
+            query_param(q, "artifactType").as_deref(),
+            Some("application/vnd.example+json")
+        );
         assert_eq!(query_param(q, "n").as_deref(), Some("2"));
         assert_eq!(query_param(q, "bad"), None);
         assert_eq!(query_param(q, "missing"), None);

@@ -9,6 +9,7 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    #[allow(clippy::len_without_is_empty)] // a satisfiable range is never empty
     pub fn len(&self) -> u64 {
         self.end - self.start + 1
     }
@@ -28,22 +29,33 @@ pub enum RangeRequest {
 
 /// Evaluates a `Range` header value against a blob of `size` bytes.
 pub fn evaluate(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeRequest::Whole };
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
     if spec.contains(',') {
         return RangeRequest::Whole;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return RangeRequest::Whole };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
     let (first, last) = (first.trim(), last.trim());
     let parse = |s: &str| s.parse::<u64>().ok();
     let range = if first.is_empty() {
         // Suffix range: the last N bytes.
-        let Some(n) = parse(last) else { return RangeRequest::Whole };
+        let Some(n) = parse(last) else {
+            return RangeRequest::Whole;
+        };
         if n == 0 || size == 0 {
             return RangeRequest::Unsatisfiable;
         }
-        ByteRange { start: size.saturating_sub(n), end: size - 1 }
+        ByteRange {
+            start: size.saturating_sub(n),
+            end: size - 1,
+        }
     } else {
-        let Some(start) = parse(first) else { return RangeRequest::Whole };
+        let Some(start) = parse(first) else {
+            return RangeRequest::Whole;
+        };
         let end = if last.is_empty() {
             u64::MAX
         } else {
@@ -55,7 +67,10 @@ pub fn evaluate(header: Option<&str>, size: u64) -> RangeRequest {
         if start >= size {
             return RangeRequest::Unsatisfiable;
         }
-        ByteRange { start, end: end.min(size - 1) }
+        ByteRange {
+            start,
+            end: end.min(size - 1),
+        }
     };
     RangeRequest::Partial(range)
 }
@@ -84,6 +99,9 @@ mod tests {
         assert_eq!(evaluate(Some("items=0-1"), 10), RangeRequest::Whole);
         assert_eq!(evaluate(Some("bytes=x-1"), 10), RangeRequest::Whole);
         assert_eq!(ByteRange { start: 2, end: 4 }.len(), 3);
-        assert_eq!(ByteRange { start: 2, end: 4 }.content_range(10), "bytes 2-4/10");
+        assert_eq!(
+            ByteRange { start: 2, end: 4 }.content_range(10),
+            "bytes 2-4/10"
+        );
     }
 }

@@ -37,29 +37,43 @@ impl Route {
 
 pub fn parse(path: &str) -> Result<Route, Error> {
     if path == "/v2" || path == "/v2/" {
-        return Ok(Route { name: String::new(), endpoint: Endpoint::Base });
+        return Ok(Route {
+            name: String::new(),
+            endpoint: Endpoint::Base,
+        });
     }
     let rest = path.strip_prefix("/v2/").ok_or_else(|| not_found(path))?;
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        return Ok(Route { name: name.to_owned(), endpoint: Endpoint::Tags });
+        return Ok(Route {
+            name: name.to_owned(),
+            endpoint: Endpoint::Tags,
+        });
     }
     if let Some(i) = rest.rfind("/blobs/uploads") {
         let tail = &rest[i + "/blobs/uploads".len()..];
         if tail.is_empty() || tail.starts_with('/') {
-            return Ok(Route { name: rest[..i].to_owned(), endpoint: Endpoint::Upload });
+            return Ok(Route {
+                name: rest[..i].to_owned(),
+                endpoint: Endpoint::Upload,
+            });
         }
     }
-    let markers: [(&str, fn(String) -> Endpoint); 3] =
-        [("/manifests/", Endpoint::Manifest), ("/blobs/", Endpoint::Blob), ("/referrers/", Endpoint::Referrers)];
+    type Make = fn(String) -> Endpoint;
+    let markers: [(&str, Make); 3] = [
+        ("/manifests/", Endpoint::Manifest),
+        ("/blobs/", Endpoint::Blob),
+        ("/referrers/", Endpoint::Referrers),
+    ];
     let found = markers
         .iter()
         .filter_map(|(m, make)| rest.rfind(m).map(|i| (i, *m, make)))
         .filter(|(i, m, _)| !rest[i + m.len()..].contains('/'))
         .max_by_key(|(i, _, _)| *i);
     match found {
-        Some((i, m, make)) if i > 0 && i + m.len() < rest.len() => {
-            Ok(Route { name: rest[..i].to_owned(), endpoint: make(rest[i + m.len()..].to_owned()) })
-        }
+        Some((i, m, make)) if i > 0 && i + m.len() < rest.len() => Ok(Route {
+            name: rest[..i].to_owned(),
+            endpoint: make(rest[i + m.len()..].to_owned()),
+        }),
         _ => Err(not_found(path)),
     }
 }
@@ -82,19 +96,45 @@ mod tests {
     fn parses_endpoints_from_the_right() {
         assert_eq!(r("/v2/").1, Endpoint::Base);
         assert_eq!(r("/v2").1, Endpoint::Base);
-        assert_eq!(r("/v2/a/b/manifests/latest"), ("a/b".into(), Endpoint::Manifest("latest".into())));
-        assert_eq!(r("/v2/docker.io/library/alpine/blobs/sha256:x"), ("docker.io/library/alpine".into(), Endpoint::Blob("sha256:x".into())));
-        assert_eq!(r("/v2/a/manifests/b/blobs/x"), ("a/manifests/b".into(), Endpoint::Blob("x".into())));
-        assert_eq!(r("/v2/a/blobs/b/manifests/x"), ("a/blobs/b".into(), Endpoint::Manifest("x".into())));
+        assert_eq!(
+            r("/v2/a/b/manifests/latest"),
+            ("a/b".into(), Endpoint::Manifest("latest".into()))
+        );
+        assert_eq!(
+            r("/v2/docker.io/library/alpine/blobs/sha256:x"),
+            (
+                "docker.io/library/alpine".into(),
+                Endpoint::Blob("sha256:x".into())
+            )
+        );
+        assert_eq!(
+            r("/v2/a/manifests/b/blobs/x"),
+            ("a/manifests/b".into(), Endpoint::Blob("x".into()))
+        );
+        assert_eq!(
+            r("/v2/a/blobs/b/manifests/x"),
+            ("a/blobs/b".into(), Endpoint::Manifest("x".into()))
+        );
         assert_eq!(r("/v2/a/tags/list"), ("a".into(), Endpoint::Tags));
-        assert_eq!(r("/v2/a/referrers/sha256:x"), ("a".into(), Endpoint::Referrers("sha256:x".into())));
+        assert_eq!(
+            r("/v2/a/referrers/sha256:x"),
+            ("a".into(), Endpoint::Referrers("sha256:x".into()))
+        );
         assert_eq!(r("/v2/a/blobs/uploads/"), ("a".into(), Endpoint::Upload));
         assert_eq!(r("/v2/a/blobs/uploads/123"), ("a".into(), Endpoint::Upload));
     }
 
     #[test]
     fn unknown_paths_are_errors() {
-        for p in ["/", "/v1/x", "/v2/a", "/v2/a/manifests/", "/v2/manifests/x", "/v2//manifests/x/y", "/v2/a/blobs/x/y"] {
+        for p in [
+            "/",
+            "/v1/x",
+            "/v2/a",
+            "/v2/a/manifests/",
+            "/v2/manifests/x",
+            "/v2//manifests/x/y",
+            "/v2/a/blobs/x/y",
+        ] {
             assert!(parse(p).is_err(), "{p} parsed");
         }
     }

@@ -26,7 +26,10 @@ pub fn resolve(upstreams: &Upstreams, path_name: &str, ns: Option<&str>) -> Resu
         }
     }
     let up = upstreams.default_upstream().ok_or_else(|| {
-        Error::NameUnknown(format!("{}: no default upstream; prefix the name with an upstream or use ?ns=", shown(path_name)))
+        Error::NameUnknown(format!(
+            "{}: no default upstream; prefix the name with an upstream or use ?ns=",
+            shown(path_name)
+        ))
     })?;
     target(up, path_name)
 }
@@ -35,8 +38,15 @@ fn target(up: &std::sync::Arc<crate::upstream::Upstream>, repo: &str) -> Result<
     if !name::is_valid_name(repo) {
         return Err(Error::NameInvalid(shown(repo)));
     }
-    let repo = if up.config.library_prefix && !repo.contains('/') { format!("library/{repo}") } else { repo.to_owned() };
-    Ok(Target { upstream: up.clone(), repo })
+    let repo = if up.config.library_prefix && !repo.contains('/') {
+        format!("library/{repo}")
+    } else {
+        repo.to_owned()
+    };
+    Ok(Target {
+        upstream: up.clone(),
+        repo,
+    })
 }
 
 /// Docker's rule for the first component of a reference: a host has a dot or a port, or is
@@ -84,25 +94,64 @@ url = "http://127.0.0.1:5001"
 
     #[test]
     fn routes_by_ns_prefix_and_default() {
-        assert_eq!(r("library/alpine", Some("docker.io")).unwrap(), ("docker.io".into(), "library/alpine".into()));
-        assert_eq!(r("alpine", Some("registry-1.docker.io")).unwrap(), ("docker.io".into(), "library/alpine".into()));
-        assert_eq!(r("org/app", Some("GHCR.IO")).unwrap(), ("ghcr.io".into(), "org/app".into()));
-        assert_eq!(r("docker.io/alpine", None).unwrap(), ("docker.io".into(), "library/alpine".into()));
-        assert_eq!(r("index.docker.io/library/alpine", None).unwrap(), ("docker.io".into(), "library/alpine".into()));
-        assert_eq!(r("ghcr.io/org/app", None).unwrap(), ("ghcr.io".into(), "org/app".into()));
-        assert_eq!(r("localhost:5001/a/b", None).unwrap(), ("localhost:5001".into(), "a/b".into()));
-        assert_eq!(r("alpine", None).unwrap(), ("docker.io".into(), "library/alpine".into()));
-        assert_eq!(r("org/app", None).unwrap(), ("docker.io".into(), "org/app".into()));
-        assert_eq!(r("ghcr.io/x", Some("docker.io")).map(|t| t.1).unwrap(), "ghcr.io/x");
+        assert_eq!(
+            r("library/alpine", Some("docker.io")).unwrap(),
+            ("docker.io".into(), "library/alpine".into())
+        );
+        assert_eq!(
+            r("alpine", Some("registry-1.docker.io")).unwrap(),
+            ("docker.io".into(), "library/alpine".into())
+        );
+        assert_eq!(
+            r("org/app", Some("GHCR.IO")).unwrap(),
+            ("ghcr.io".into(), "org/app".into())
+        );
+        assert_eq!(
+            r("docker.io/alpine", None).unwrap(),
+            ("docker.io".into(), "library/alpine".into())
+        );
+        assert_eq!(
+            r("index.docker.io/library/alpine", None).unwrap(),
+            ("docker.io".into(), "library/alpine".into())
+        );
+        assert_eq!(
+            r("ghcr.io/org/app", None).unwrap(),
+            ("ghcr.io".into(), "org/app".into())
+        );
+        assert_eq!(
+            r("localhost:5001/a/b", None).unwrap(),
+            ("localhost:5001".into(), "a/b".into())
+        );
+        assert_eq!(
+            r("alpine", None).unwrap(),
+            ("docker.io".into(), "library/alpine".into())
+        );
+        assert_eq!(
+            r("org/app", None).unwrap(),
+            ("docker.io".into(), "org/app".into())
+        );
+        assert_eq!(
+            r("ghcr.io/x", Some("docker.io")).map(|t| t.1).unwrap(),
+            "ghcr.io/x"
+        );
     }
 
     #[test]
     fn refuses_undeclared_upstreams_and_bad_names() {
-        assert!(matches!(r("alpine", Some("evil.example")), Err(Error::NameUnknown(_))));
-        assert!(matches!(r("evil.example/x", None), Err(Error::NameUnknown(_))));
+        assert!(matches!(
+            r("alpine", Some("evil.example")),
+            Err(Error::NameUnknown(_))
+        ));
+        assert!(matches!(
+            r("evil.example/x", None),
+            Err(Error::NameUnknown(_))
+        ));
         assert!(matches!(r("localhost/x", None), Err(Error::NameUnknown(_))));
         assert!(matches!(r("Alpine", None), Err(Error::NameInvalid(_))));
-        assert!(matches!(r("docker.io/..", None), Err(Error::NameInvalid(_))));
+        assert!(matches!(
+            r("docker.io/..", None),
+            Err(Error::NameInvalid(_))
+        ));
         assert!(matches!(r("a//b", None), Err(Error::NameInvalid(_))));
     }
 }

@@ -73,14 +73,21 @@ impl FromStr for Digest {
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            other => return Err(DigestError::UnsupportedAlgorithm(other.chars().take(32).collect())),
+            other => {
+                return Err(DigestError::UnsupportedAlgorithm(
+                    other.chars().take(32).collect(),
+                ))
+            }
         };
         let expected = algorithm.hex_len();
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
         if hex.len() != expected || !hex.bytes().all(lower_hex) {
             return Err(DigestError::BadEncoding { expected });
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 }
 

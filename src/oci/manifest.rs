@@ -58,7 +58,10 @@ pub struct ManifestError(#[from] serde_json::Error);
 impl Parsed {
     /// Every digest this manifest points at: config, layers, children, but not its subject.
     pub fn references(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(&self.layers).chain(&self.manifests)
+        self.config
+            .iter()
+            .chain(&self.layers)
+            .chain(&self.manifests)
     }
 }
 
@@ -66,16 +69,24 @@ impl Parsed {
 /// the body's own `mediaType` when it names a manifest type (old Docker manifests omit it).
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, ManifestError> {
     let raw: Raw = serde_json::from_slice(bytes)?;
-    let header = content_type.map(|c| c.split(';').next().unwrap_or_default().trim()).filter(|c| {
-        !c.is_empty() && *c != "application/json" && *c != media::OCTET_STREAM && *c != "text/plain"
-    });
+    let header = content_type
+        .map(|c| c.split(';').next().unwrap_or_default().trim())
+        .filter(|c| {
+            !c.is_empty()
+                && *c != "application/json"
+                && *c != media::OCTET_STREAM
+                && *c != "text/plain"
+        });
     let media_type = match (header, &raw.media_type) {
         (Some(h), _) => h.to_owned(),
         (None, Some(m)) => m.clone(),
         (None, None) if !raw.manifests.is_empty() => media::OCI_INDEX.to_owned(),
         (None, None) => media::OCI_MANIFEST.to_owned(),
     };
-    let artifact_type = raw.artifact_type.clone().or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()));
+    let artifact_type = raw
+        .artifact_type
+        .clone()
+        .or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()));
     let mut layers = raw.layers;
     layers.extend(raw.blobs);
     Ok(Parsed {
@@ -111,7 +122,10 @@ mod tests {
         );
         let p = parse(body.as_bytes(), None).unwrap();
         assert_eq!(p.media_type, media::OCI_MANIFEST);
-        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.dev.cosign.v1+json"));
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.dev.cosign.v1+json")
+        );
         let refs: Vec<String> = p.references().map(|r| r.digest.to_string()).collect();
         assert_eq!(refs, [d('a'), d('b')]);
         assert_eq!(p.subject.unwrap().digest.to_string(), d('c'));
@@ -132,7 +146,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests_inside() {
-        let body = r#"{"schemaVersion":2,"layers":[{"mediaType":"x","digest":"sha256:nothex","size":1}]}"#;
+        let body =
+            r#"{"schemaVersion":2,"layers":[{"mediaType":"x","digest":"sha256:nothex","size":1}]}"#;
         assert!(parse(body.as_bytes(), None).is_err());
         assert!(parse(b"not json", None).is_err());
     }

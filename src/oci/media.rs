@@ -13,7 +13,14 @@ pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.man
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
 /// The manifest media types entrepot knows, in the order they are offered upstream.
-const KNOWN: [&str; 6] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1];
+const KNOWN: [&str; 6] = [
+    OCI_INDEX,
+    OCI_MANIFEST,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    DOCKER_SCHEMA1_SIGNED,
+    DOCKER_SCHEMA1,
+];
 const MODERN: u8 = 0b1111;
 
 /// The set of known manifest media types a client accepts.
@@ -30,7 +37,12 @@ impl AcceptClass {
         for item in values.into_iter().flat_map(|v| v.split(',')) {
             let mut parts = item.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| matches!(p.replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            let refused = parts.any(|p| {
+                matches!(
+                    p.replace(' ', "").as_str(),
+                    "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
+                )
+            });
             if refused {
                 continue;
             }
@@ -56,7 +68,12 @@ impl AcceptClass {
 
     /// The `Accept` header entrepot sends upstream for this class.
     pub fn header_value(self) -> String {
-        let types: Vec<&str> = KNOWN.iter().enumerate().filter(|(i, _)| self.0 & (1 << i) != 0).map(|(_, t)| *t).collect();
+        let types: Vec<&str> = KNOWN
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, t)| *t)
+            .collect();
         types.join(", ")
     }
 
@@ -86,7 +103,8 @@ mod tests {
     #[test]
     fn classes_differ_by_accepted_types() {
         let docker = AcceptClass::from_accept([DOCKER_MANIFEST]);
-        let both = AcceptClass::from_accept([&format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9") as &str]);
+        let both =
+            AcceptClass::from_accept([&format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9") as &str]);
         assert_ne!(docker, both);
         assert!(docker.accepts(DOCKER_MANIFEST));
         assert!(!docker.accepts(OCI_MANIFEST));

@@ -51,7 +51,17 @@ mod tests {
 
     #[test]
     fn names_follow_the_spec_grammar() {
-        for ok in ["alpine", "library/alpine", "a/b/c", "my-app", "my--app", "a.b", "a_b", "a__b", "docker.io/x"] {
+        for ok in [
+            "alpine",
+            "library/alpine",
+            "a/b/c",
+            "my-app",
+            "my--app",
+            "a.b",
+            "a_b",
+            "a__b",
+            "docker.io/x",
+        ] {
             assert!(is_valid_name(ok), "{ok} refused");
         }
         for bad in [

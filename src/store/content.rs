@@ -26,7 +26,10 @@ static INGEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Blobs {
     pub fn open(data_dir: &Path) -> io::Result<Blobs> {
-        let blobs = Blobs { blobs_dir: data_dir.join("blobs"), tmp_dir: data_dir.join("tmp") };
+        let blobs = Blobs {
+            blobs_dir: data_dir.join("blobs"),
+            tmp_dir: data_dir.join("tmp"),
+        };
         std::fs::create_dir_all(&blobs.blobs_dir)?;
         std::fs::create_dir_all(&blobs.tmp_dir)?;
         Ok(blobs)
@@ -35,7 +38,10 @@ impl Blobs {
     /// `blobs/<alg>/<first two hex>/<hex>`: built only from a validated digest.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+        self.blobs_dir
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// The committed blob and its size, if present.
@@ -63,21 +69,42 @@ impl Blobs {
             &expected.hex()[..16]
         );
         let path = self.tmp_dir.join(id);
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
-        Ok(Ingest { path, file, hasher: Hasher::new(expected.algorithm()), written: 0 })
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok(Ingest {
+            path,
+            file,
+            hasher: Hasher::new(expected.algorithm()),
+            written: 0,
+        })
     }
 
     /// Verifies and publishes an ingest: fsync, compare digest (and size when known), rename
     /// into place, fsync the directory. On any mismatch the temporary file is removed.
-    pub async fn commit(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> Result<u64, CommitError> {
+    pub async fn commit(
+        &self,
+        mut ingest: Ingest,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<u64, CommitError> {
         let result = async {
             ingest.file.flush().await?;
-            let actual = std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
+            let actual =
+                std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
             if &actual != expected {
-                return Err(CommitError::Mismatch(format!("got {actual} after {} bytes", ingest.written)));
+                return Err(CommitError::Mismatch(format!(
+                    "got {actual} after {} bytes",
+                    ingest.written
+                )));
             }
             if let Some(size) = size.filter(|s| *s != ingest.written) {
-                return Err(CommitError::Mismatch(format!("got {} bytes, expected {size}", ingest.written)));
+                return Err(CommitError::Mismatch(format!(
+                    "got {} bytes, expected {size}",
+                    ingest.written
+                )));
             }
             ingest.file.sync_all().await?;
             let target = self.path(expected);
@@ -119,7 +146,9 @@ impl Blobs {
         let mut out = Vec::new();
         for alg in read_dir_or_empty(&self.blobs_dir)? {
             let alg = alg?;
-            let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             for prefix in read_dir_or_empty(&alg.path())? {
                 for file in read_dir_or_empty(&prefix?.path())? {
                     let file = file?;
@@ -135,10 +164,14 @@ impl Blobs {
     }
 }
 
-fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
+fn read_dir_or_empty(
+    p: &Path,
+) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
     match std::fs::read_dir(p) {
         Ok(rd) => Ok(Box::new(rd)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
             Ok(Box::new(std::iter::empty()))
         }
         Err(e) => Err(e),
@@ -147,7 +180,9 @@ fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await.map_err(io::Error::other)?
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +246,15 @@ mod tests {
         let other = Digest::sha256_of(b"other");
         let mut ing = blobs.ingest(&other).await.unwrap();
         ing.write(b"not other").await.unwrap();
-        assert!(matches!(blobs.commit(ing, &other, None).await, Err(CommitError::Mismatch(_))));
+        assert!(matches!(
+            blobs.commit(ing, &other, None).await,
+            Err(CommitError::Mismatch(_))
+        ));
         assert!(blobs.open_read(&other).await.unwrap().is_none());
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
         assert_eq!(blobs.list().unwrap(), vec![(good, 5)]);
     }
 

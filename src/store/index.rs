@@ -26,7 +26,10 @@ use crate::oci::Digest;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,7 +124,10 @@ fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()
 impl Index {
     pub fn open(dir: &Path) -> Result<Index> {
         // A bounded page cache: the index holds small records and must not grow the RSS.
-        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()?;
         Ok(Index {
             blobs: db.open_tree("blobs")?,
             manifests: db.open_tree("manifests")?,
@@ -167,7 +173,8 @@ impl Index {
     /// already cached; `media_type` reads them back for blobs cached later.
     pub fn learn_media_types(&self, descriptors: &[Descriptor]) -> Result<()> {
         for desc in descriptors {
-            self.media_types.insert(desc.digest.to_string(), desc.media_type.as_bytes())?;
+            self.media_types
+                .insert(desc.digest.to_string(), desc.media_type.as_bytes())?;
             if let Some(mut rec) = self.blob(&desc.digest)? {
                 if rec.media_type.is_none() {
                     rec.media_type = Some(desc.media_type.clone());
@@ -180,13 +187,18 @@ impl Index {
 
     /// The media type a manifest gave this digest, if any manifest seen did.
     pub fn media_type(&self, d: &Digest) -> Result<Option<String>> {
-        Ok(self.media_types.get(d.to_string())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self
+            .media_types
+            .get(d.to_string())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     // === manifests ===
 
     pub fn manifest(&self, d: &Digest) -> Result<Option<(ManifestRecord, bytes::Bytes)>> {
-        let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else { return Ok(None) };
+        let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else {
+            return Ok(None);
+        };
         match self.manifest_bytes.get(d.to_string())? {
             Some(b) => Ok(Some((rec, bytes::Bytes::copy_from_slice(&b)))),
             None => Ok(None),
@@ -202,7 +214,8 @@ impl Index {
         self.manifest_bytes.insert(d.to_string(), bytes)?;
         put(&self.manifests, d.to_string(), r)?;
         if let Some(subject) = &r.subject {
-            self.subjects.insert(key(&[&subject.to_string(), &d.to_string()]), &[])?;
+            self.subjects
+                .insert(key(&[&subject.to_string(), &d.to_string()]), &[])?;
         }
         Ok(())
     }
@@ -213,7 +226,10 @@ impl Index {
         let mut out = Vec::new();
         for k in self.subjects.scan_prefix(&prefix).keys() {
             let k = k?;
-            if let Some(d) = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok()) {
+            if let Some(d) = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
                 out.push(d);
             }
         }
@@ -222,11 +238,24 @@ impl Index {
 
     // === tags ===
 
-    pub fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
+    pub fn tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        class: &str,
+    ) -> Result<Option<TagRecord>> {
         get(&self.tags, key(&[upstream, repo, tag, class]))
     }
 
-    pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        class: &str,
+        r: &TagRecord,
+    ) -> Result<()> {
         put(&self.tags, key(&[upstream, repo, tag, class]), r)
     }
 
@@ -245,7 +274,11 @@ impl Index {
         for k in self.tags.scan_prefix(&prefix).keys() {
             let k = k?;
             let rest = &k[prefix.len()..];
-            if let Some(tag) = rest.split(|b| *b == 0).next().and_then(|t| std::str::from_utf8(t).ok()) {
+            if let Some(tag) = rest
+                .split(|b| *b == 0)
+                .next()
+                .and_then(|t| std::str::from_utf8(t).ok())
+            {
                 out.push(tag.to_owned());
             }
         }
@@ -264,12 +297,30 @@ impl Index {
 
     // === referrers ===
 
-    pub fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>> {
-        get(&self.referrers, key(&[upstream, repo, &subject.to_string()]))
+    pub fn referrers(
+        &self,
+        upstream: &str,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<ReferrerList>> {
+        get(
+            &self.referrers,
+            key(&[upstream, repo, &subject.to_string()]),
+        )
     }
 
-    pub fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
-        put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)
+    pub fn put_referrers(
+        &self,
+        upstream: &str,
+        repo: &str,
+        subject: &Digest,
+        list: &ReferrerList,
+    ) -> Result<()> {
+        put(
+            &self.referrers,
+            key(&[upstream, repo, &subject.to_string()]),
+            list,
+        )
     }
 
     // === access tracking ===
@@ -310,7 +361,14 @@ mod tests {
     use super::*;
 
     fn rec(size: u64) -> BlobRecord {
-        BlobRecord { size, media_type: None, cached_at: 1, last_access: 1, hits: 0, upstream: "u".into() }
+        BlobRecord {
+            size,
+            media_type: None,
+            cached_at: 1,
+            last_access: 1,
+            hits: 0,
+            upstream: "u".into(),
+        }
     }
 
     #[test]
@@ -325,7 +383,12 @@ mod tests {
         assert_eq!(idx.blob(&d).unwrap().unwrap().hits, 2);
         assert_eq!(idx.blob_digests().unwrap(), vec![d.clone()]);
 
-        let t = TagRecord { digest: d.clone(), media_type: "m".into(), fetched_at: 1, validated_at: 2 };
+        let t = TagRecord {
+            digest: d.clone(),
+            media_type: "m".into(),
+            fetched_at: 1,
+            validated_at: 2,
+        };
         idx.put_tag("u", "lib/a", "v1", "0f", &t).unwrap();
         idx.put_tag("u", "lib/a", "v1", "01", &t).unwrap();
         idx.put_tag("u", "lib/a", "v2", "0f", &t).unwrap();

@@ -28,14 +28,22 @@ pub struct Reconciled {
 
 impl Store {
     pub fn open(data_dir: &Path) -> Result<(Store, Reconciled)> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| Error::Internal(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data_dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         let blobs = Blobs::open(data_dir)?;
         let index = Index::open(&data_dir.join("index"))?;
         let store = Store { blobs, index };
         let started = Instant::now();
         let report = store.reconcile()?;
-        tracing::info!(?report, elapsed_ms = started.elapsed().as_millis() as u64, "store reconciled");
+        tracing::info!(
+            ?report,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store reconciled"
+        );
         Ok((store, report))
     }
 
@@ -43,7 +51,10 @@ impl Store {
     /// adopts committed files that have no record (a crash between rename and index write).
     /// Committed files were verified before their rename, so adopting them is safe.
     fn reconcile(&self) -> Result<Reconciled> {
-        let mut r = Reconciled { temp_files_removed: self.blobs.clear_tmp()?, ..Default::default() };
+        let mut r = Reconciled {
+            temp_files_removed: self.blobs.clear_tmp()?,
+            ..Default::default()
+        };
         let files: std::collections::HashMap<_, _> = self.blobs.list()?.into_iter().collect();
         for d in self.index.blob_digests()? {
             let keep = match (self.index.blob(&d)?, files.get(&d)) {
@@ -93,7 +104,14 @@ mod tests {
                 ing.write(bytes).await.unwrap();
                 store.blobs.commit(ing, d, None).await.unwrap();
             }
-            let rec = |size| index::BlobRecord { size, media_type: None, cached_at: 0, last_access: 0, hits: 0, upstream: "u".into() };
+            let rec = |size| index::BlobRecord {
+                size,
+                media_type: None,
+                cached_at: 0,
+                last_access: 0,
+                hits: 0,
+                upstream: "u".into(),
+            };
             store.index.put_blob(&kept, &rec(4)).unwrap();
             store.index.put_blob(&ghost, &rec(5)).unwrap();
             let half = store.blobs.ingest(&ghost).await.unwrap();
@@ -101,7 +119,15 @@ mod tests {
             store.index.flush().await.unwrap();
         }
         let (store, r) = Store::open(dir.path()).unwrap();
-        assert_eq!(r, Reconciled { temp_files_removed: 1, records_dropped: 1, files_adopted: 1, blobs: 2 });
+        assert_eq!(
+            r,
+            Reconciled {
+                temp_files_removed: 1,
+                records_dropped: 1,
+                files_adopted: 1,
+                blobs: 2
+            }
+        );
         assert!(store.index.blob(&ghost).unwrap().is_none());
         assert_eq!(store.index.blob(&orphan).unwrap().unwrap().size, 6);
     }

@@ -31,16 +31,24 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn build(config: &Config) -> Result<Upstreams> {
-        let all: Vec<Arc<Upstream>> =
-            config.upstreams.iter().map(|u| Upstream::build(u.clone()).map(Arc::new)).collect::<Result<_>>()?;
-        let default = config.default_upstream.as_ref().and_then(|n| all.iter().find(|u| &u.config.name == n).cloned());
+        let all: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::build(u.clone()).map(Arc::new))
+            .collect::<Result<_>>()?;
+        let default = config
+            .default_upstream
+            .as_ref()
+            .and_then(|n| all.iter().find(|u| &u.config.name == n).cloned());
         Ok(Upstreams { all, default })
     }
 
     /// The upstream known by this name or alias (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         let name = name.to_ascii_lowercase();
-        self.all.iter().find(|u| u.config.names().any(|n| n == name))
+        self.all
+            .iter()
+            .find(|u| u.config.names().any(|n| n == name))
     }
 
     pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
@@ -58,7 +66,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,11 +77,19 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig> {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &config.ca_file {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| Error::Internal(format!("upstream {}: ca_file {}: {e}", config.name, path.display())))?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+            Error::Internal(format!(
+                "upstream {}: ca_file {}: {e}",
+                config.name,
+                path.display()
+            ))
+        })?;
         for cert in certs {
-            let cert = cert.map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
-            roots.add(cert).map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
+            let cert = cert
+                .map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -98,7 +116,11 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Upstream { config, client, tokens: TokenCache::default() })
+        Ok(Upstream {
+            config,
+            client,
+            tokens: TokenCache::default(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -107,15 +129,28 @@ impl Upstream {
 
     /// Sends `method` to `path` (`/v2/…`), authenticating for pull access to `repo` and
     /// following redirects. The answer's status is the caller's to judge.
-    pub async fn send(&self, method: Method, path: &str, accept: Option<&str>, repo: &str) -> Result<Response<Incoming>> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        repo: &str,
+    ) -> Result<Response<Incoming>> {
         let uri = self.uri(path)?;
         let scope = format!("repository:{repo}:pull");
         let mut authorization = self.cached_authorization(&scope).await?;
-        let resp = self.follow(&method, uri.clone(), accept, authorization.as_deref()).await?;
+        let resp = self
+            .follow(&method, uri.clone(), accept, authorization.as_deref())
+            .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        let challenge = auth::parse_challenge(resp.headers().get_all(header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()));
+        let challenge = auth::parse_challenge(
+            resp.headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
         let had_token = authorization.is_some();
         self.tokens.forget(&scope);
         authorization = match challenge {
@@ -129,7 +164,8 @@ impl Upstream {
             },
             _ => return Ok(resp),
         };
-        self.follow(&method, uri, accept, authorization.as_deref()).await
+        self.follow(&method, uri, accept, authorization.as_deref())
+            .await
     }
 
     /// A token for `scope` if one is cached or can be fetched without being challenged first.
@@ -161,12 +197,34 @@ impl Upstream {
         }
         // Credentials go to the realm the registry named: that is where the registry expects them.
         let basic = self.config.credentials.as_ref().map(auth::basic_header);
-        let resp = self.follow(&Method::GET, uri, Some("application/json"), basic.as_deref()).await?;
+        let resp = self
+            .follow(
+                &Method::GET,
+                uri,
+                Some("application/json"),
+                basic.as_deref(),
+            )
+            .await?;
         match resp.status() {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED => return Err(Error::Unauthorized(format!("upstream {} refused the credentials", self.name()))),
-            StatusCode::FORBIDDEN => return Err(Error::Denied(format!("upstream {} token service denied {scope}", self.name()))),
-            _ => return Err(self.status_error(&resp, Error::Unauthorized("token service: not found".into()))),
+            StatusCode::UNAUTHORIZED => {
+                return Err(Error::Unauthorized(format!(
+                    "upstream {} refused the credentials",
+                    self.name()
+                )))
+            }
+            StatusCode::FORBIDDEN => {
+                return Err(Error::Denied(format!(
+                    "upstream {} token service denied {scope}",
+                    self.name()
+                )))
+            }
+            _ => {
+                return Err(self.status_error(
+                    &resp,
+                    Error::Unauthorized("token service: not found".into()),
+                ))
+            }
         }
         let body = read_small(resp.into_body(), 64 * 1024, self.config.idle_timeout)
             .await
@@ -182,23 +240,48 @@ impl Upstream {
     /// Sends one request and follows up to five redirects. `Authorization` goes only to the
     /// host it was meant for (the distribution-spec forbids forwarding it across hosts), and
     /// an https upstream is never downgraded to http by a redirect.
-    async fn follow(&self, method: &Method, mut uri: Uri, accept: Option<&str>, authorization: Option<&str>) -> Result<Response<Incoming>> {
-        let origin = (uri.scheme_str().map(str::to_owned), uri.authority().cloned());
+    async fn follow(
+        &self,
+        method: &Method,
+        mut uri: Uri,
+        accept: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Incoming>> {
+        let origin = (
+            uri.scheme_str().map(str::to_owned),
+            uri.authority().cloned(),
+        );
         for _ in 0..=MAX_REDIRECTS {
-            let same_host = (uri.scheme_str().map(str::to_owned), uri.authority().cloned()) == origin;
-            let mut req = Request::builder().method(method.clone()).uri(uri.clone()).header(header::USER_AGENT, USER_AGENT);
+            let same_host = (
+                uri.scheme_str().map(str::to_owned),
+                uri.authority().cloned(),
+            ) == origin;
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri.clone())
+                .header(header::USER_AGENT, USER_AGENT);
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }
             if let (Some(a), true) = (authorization, same_host) {
                 req = req.header(header::AUTHORIZATION, a);
             }
-            let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
-            let resp = match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
-                Err(_) => return Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
-                Ok(Err(e)) => return Err(self.unavailable(&e)),
-                Ok(Ok(r)) => r,
-            };
+            let req = req
+                .body(Empty::new())
+                .map_err(|e| self.bad(e.to_string()))?;
+            let resp =
+                match tokio::time::timeout(self.config.response_timeout, self.client.request(req))
+                    .await
+                {
+                    Err(_) => {
+                        return Err(self.timeout(format!(
+                            "no response within {:?}",
+                            self.config.response_timeout
+                        )))
+                    }
+                    Ok(Err(e)) => return Err(self.unavailable(&e)),
+                    Ok(Ok(r)) => r,
+                };
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -207,7 +290,8 @@ impl Upstream {
                 .get(header::LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| self.bad(format!("{} without Location", resp.status())))?;
-            let next = resolve(&uri, next).ok_or_else(|| self.bad(format!("bad redirect Location {next:?}")))?;
+            let next = resolve(&uri, next)
+                .ok_or_else(|| self.bad(format!("bad redirect Location {next:?}")))?;
             if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
                 return Err(self.bad(format!("refusing redirect from https to {next}")));
             }
@@ -221,7 +305,9 @@ impl Upstream {
         let base = &self.config.url;
         let scheme = base.scheme_str().unwrap_or("https");
         let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
-        format!("{scheme}://{authority}{path}").parse().map_err(|e| Error::internal(format!("bad upstream path {path:?}: {e}")))
+        format!("{scheme}://{authority}{path}")
+            .parse()
+            .map_err(|e| Error::internal(format!("bad upstream path {path:?}: {e}")))
     }
 
     /// Maps a non-success upstream answer to our error; `not_found` is what a 404 means here.
@@ -229,25 +315,38 @@ impl Upstream {
         let status = resp.status();
         match status {
             StatusCode::NOT_FOUND => not_found,
-            StatusCode::UNAUTHORIZED => Error::Unauthorized(format!("upstream {} requires authentication", self.name())),
-            StatusCode::FORBIDDEN => Error::Denied(format!("upstream {} denied access", self.name())),
+            StatusCode::UNAUTHORIZED => {
+                Error::Unauthorized(format!("upstream {} requires authentication", self.name()))
+            }
+            StatusCode::FORBIDDEN => {
+                Error::Denied(format!("upstream {} denied access", self.name()))
+            }
             StatusCode::TOO_MANY_REQUESTS => Error::TooManyRequests {
                 upstream: self.name().to_owned(),
                 retry_after: header_str(resp.headers(), header::RETRY_AFTER).map(str::to_owned),
             },
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-                Error::UpstreamUnavailable { upstream: self.name().to_owned(), detail: format!("status {status}") }
-            }
+            StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Error::UpstreamUnavailable {
+                upstream: self.name().to_owned(),
+                detail: format!("status {status}"),
+            },
             _ => self.bad(format!("unexpected status {status}")),
         }
     }
 
     pub fn bad(&self, detail: String) -> Error {
-        Error::UpstreamBad { upstream: self.name().to_owned(), detail }
+        Error::UpstreamBad {
+            upstream: self.name().to_owned(),
+            detail,
+        }
     }
 
     pub fn timeout(&self, detail: String) -> Error {
-        Error::UpstreamTimeout { upstream: self.name().to_owned(), detail }
+        Error::UpstreamTimeout {
+            upstream: self.name().to_owned(),
+            detail,
+        }
     }
 
     fn unavailable(&self, e: &hyper_util::client::legacy::Error) -> Error {
@@ -257,7 +356,10 @@ impl Upstream {
             detail = format!("{detail}: {s}");
             source = s.source();
         }
-        Error::UpstreamUnavailable { upstream: self.name().to_owned(), detail }
+        Error::UpstreamUnavailable {
+            upstream: self.name().to_owned(),
+            detail,
+        }
     }
 }
 
@@ -298,7 +400,11 @@ fn encode_query(s: &str) -> String {
 }
 
 /// Reads a small body whole, refusing more than `limit` bytes and idle gaps over `idle`.
-pub async fn read_small(mut body: Incoming, limit: usize, idle: Duration) -> std::result::Result<Bytes, String> {
+pub async fn read_small(
+    mut body: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> std::result::Result<Bytes, String> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     loop {
@@ -324,14 +430,31 @@ mod tests {
     #[test]
     fn resolves_locations() {
         let base: Uri = "https://r.example/v2/a/blobs/sha256:x".parse().unwrap();
-        assert_eq!(resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(), "https://cdn.example/b?sig=1");
-        assert_eq!(resolve(&base, "/other").unwrap().to_string(), "https://r.example/other");
-        assert_eq!(resolve(&base, "//cdn.example/x").unwrap().to_string(), "https://cdn.example/x");
-        assert_eq!(resolve(&base, "y").unwrap().to_string(), "https://r.example/v2/a/blobs/y");
+        assert_eq!(
+            resolve(&base, "https://cdn.example/b?sig=1")
+                .unwrap()
+                .to_string(),
+            "https://cdn.example/b?sig=1"
+        );
+        assert_eq!(
+            resolve(&base, "/other").unwrap().to_string(),
+            "https://r.example/other"
+        );
+        assert_eq!(
+            resolve(&base, "//cdn.example/x").unwrap().to_string(),
+            "https://cdn.example/x"
+        );
+        assert_eq!(
+            resolve(&base, "y").unwrap().to_string(),
+            "https://r.example/v2/a/blobs/y"
+        );
     }
 
     #[test]
     fn encodes_query_values() {
-        assert_eq!(encode_query("repository:library/alpine:pull"), "repository%3Alibrary%2Falpine%3Apull");
+        assert_eq!(
+            encode_query("repository:library/alpine:pull"),
+            "repository%3Alibrary%2Falpine%3Apull"
+        );
     }
 }

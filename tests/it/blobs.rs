@@ -18,7 +18,9 @@ async fn setup(opts: Options) -> (tempfile::TempDir, TestRegistry, TestProxy) {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -33,7 +35,10 @@ async fn blob_miss_streams_then_hits_from_disk() {
     assert_eq!(first.cache(), "miss");
     assert_eq!(first.bytes().as_ref(), bytes.as_slice());
     assert_eq!(first.header("docker-content-digest"), Some(d.as_str()));
-    assert_eq!(first.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(
+        first.header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
 
     let second = get(&url).await;
     assert_eq!(second.cache(), "hit");
@@ -42,7 +47,10 @@ async fn blob_miss_streams_then_hits_from_disk() {
 
     let h = head(&url).await;
     assert_eq!(h.status, 200);
-    assert_eq!(h.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(
+        h.header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
     assert_eq!(h.header("docker-content-digest"), Some(d.as_str()));
     assert!(h.bytes().is_empty());
 }
@@ -90,7 +98,9 @@ async fn concurrent_cold_gets_make_one_upstream_request() {
     let (open, gate) = watch::channel(false);
     reg.fault(&d, Fault::Gate(gate));
     let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
-    let clients: Vec<_> = (0..16).map(|_| tokio::spawn(get_owned(url.clone()))).collect();
+    let clients: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(get_owned(url.clone())))
+        .collect();
     // Every client is waiting on the one upstream request the gate holds.
     while reg.count("GET", &d) == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -113,12 +123,19 @@ async fn get_owned(url: String) -> Got {
 }
 
 /// Starts a GET and reads until at least `want` body bytes have arrived.
-async fn read_at_least(url: &str, headers: &[(&str, &str)], want: usize) -> (hyper::body::Incoming, Vec<u8>, http::StatusCode) {
+async fn read_at_least(
+    url: &str,
+    headers: &[(&str, &str)],
+    want: usize,
+) -> (hyper::body::Incoming, Vec<u8>, http::StatusCode) {
     let mut req = http::Request::builder().uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client().request(req.body(http_body_util::Empty::new()).unwrap()).await.unwrap();
+    let resp = client()
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let mut body = resp.into_body();
     let mut got = Vec::new();
@@ -186,9 +203,20 @@ async fn corrupt_upstream_bytes_abort_the_response_and_are_not_cached() {
     let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
 
     let bad = get(&url).await;
-    assert_eq!(bad.status, 200, "headers go out before the last byte is checked");
+    assert_eq!(
+        bad.status, 200,
+        "headers go out before the last byte is checked"
+    );
     assert!(bad.body.is_err(), "a corrupt blob must not end cleanly");
-    assert_eq!(proxy.app.cache.stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        proxy
+            .app
+            .cache
+            .stats
+            .digest_mismatches
+            .load(Ordering::Relaxed),
+        1
+    );
     let digest: entrepot::oci::Digest = d.parse().unwrap();
     assert!(!proxy.app.cache.store.blobs.exists(&digest));
 
@@ -225,7 +253,11 @@ async fn a_slow_upstream_still_streams_through() {
 
 #[tokio::test]
 async fn redirected_blobs_never_carry_the_upstream_token_to_the_other_host() {
-    let opts = Options { bearer: Some(None), redirect_blobs: true, ..Default::default() };
+    let opts = Options {
+        bearer: Some(None),
+        redirect_blobs: true,
+        ..Default::default()
+    };
     let (_dir, reg, proxy) = setup(opts).await;
     let bytes = pattern(100_000, 10);
     let d = reg.put_blob(bytes.clone());
@@ -234,6 +266,12 @@ async fn redirected_blobs_never_carry_the_upstream_token_to_the_other_host() {
     assert_eq!(got.bytes().as_ref(), bytes.as_slice());
     let blob_host = reg.blob_host_log();
     assert_eq!(blob_host.len(), 1);
-    assert_eq!(blob_host[0].authorization, None, "Authorization crossed a host boundary");
-    assert!(reg.log().iter().any(|l| l.path.contains(&d) && l.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer "))));
+    assert_eq!(
+        blob_host[0].authorization, None,
+        "Authorization crossed a host boundary"
+    );
+    assert!(reg.log().iter().any(|l| l.path.contains(&d)
+        && l.authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer "))));
 }

@@ -11,12 +11,21 @@ async fn setup(opts: Options) -> (tempfile::TempDir, TestRegistry, TestProxy) {
 }
 
 fn tags(got: &Got) -> Vec<String> {
-    got.json()["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+    got.json()["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
 async fn tag_lists_are_sorted_and_paginated_even_when_upstream_is_not() {
-    let (_dir, reg, proxy) = setup(Options { tag_page: Some(2), ..Default::default() }).await;
+    let (_dir, reg, proxy) = setup(Options {
+        tag_page: Some(2),
+        ..Default::default()
+    })
+    .await;
     for (i, t) in ["b", "d", "a", "e", "c"].iter().enumerate() {
         reg.put_image("team/app", t, &[1], i as u8);
     }
@@ -24,11 +33,17 @@ async fn tag_lists_are_sorted_and_paginated_even_when_upstream_is_not() {
     assert_eq!(all.status, 200);
     assert_eq!(all.json()["name"], "team/app");
     assert_eq!(tags(&all), ["a", "b", "c", "d", "e"]);
-    assert!(reg.count("GET", "/tags/list") >= 3, "upstream pages were followed");
+    assert!(
+        reg.count("GET", "/tags/list") >= 3,
+        "upstream pages were followed"
+    );
 
     let page = get(&proxy.url("/v2/team/app/tags/list?n=2")).await;
     assert_eq!(tags(&page), ["a", "b"]);
-    assert_eq!(page.header("link"), Some("</v2/team/app/tags/list?n=2&last=b>; rel=\"next\""));
+    assert_eq!(
+        page.header("link"),
+        Some("</v2/team/app/tags/list?n=2&last=b>; rel=\"next\"")
+    );
     let next = get(&proxy.url("/v2/team/app/tags/list?n=2&last=b")).await;
     assert_eq!(tags(&next), ["c", "d"]);
     let last = get(&proxy.url("/v2/team/app/tags/list?n=2&last=d")).await;
@@ -49,19 +64,48 @@ fn signature(subject: &str, subject_size: usize, artifact_type: &str) -> String 
 
 #[tokio::test]
 async fn referrers_come_from_the_api_with_the_artifact_type_filter() {
-    let (_dir, reg, proxy) = setup(Options { referrers_api: true, ..Default::default() }).await;
+    let (_dir, reg, proxy) = setup(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
     let (subject, bytes, _) = reg.put_image("team/app", "v1", &[1], 1);
-    let sig = reg.put_manifest("team/app", None, OCI_MANIFEST, signature(&subject, bytes.len(), "application/vnd.dev.cosign.artifact.sig.v1+json"));
-    let sbom = reg.put_manifest("team/app", None, OCI_MANIFEST, signature(&subject, bytes.len(), "application/spdx+json"));
+    let sig = reg.put_manifest(
+        "team/app",
+        None,
+        OCI_MANIFEST,
+        signature(
+            &subject,
+            bytes.len(),
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+        ),
+    );
+    let sbom = reg.put_manifest(
+        "team/app",
+        None,
+        OCI_MANIFEST,
+        signature(&subject, bytes.len(), "application/spdx+json"),
+    );
 
     let all = get(&proxy.url(&format!("/v2/team/app/referrers/{subject}"))).await;
     assert_eq!(all.status, 200);
     assert_eq!(all.header("content-type"), Some(OCI_INDEX));
-    let digests: Vec<_> = all.json()["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_owned()).collect();
-    assert!(digests.contains(&sig) && digests.contains(&sbom), "{digests:?}");
+    let digests: Vec<_> = all.json()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        digests.contains(&sig) && digests.contains(&sbom),
+        "{digests:?}"
+    );
     assert_eq!(all.header("oci-filters-applied"), None);
 
-    let filtered = get(&proxy.url(&format!("/v2/team/app/referrers/{subject}?artifactType=application%2Fspdx%2Bjson"))).await;
+    let filtered = get(&proxy.url(&format!(
+        "/v2/team/app/referrers/{subject}?artifactType=application%2Fspdx%2Bjson"
+    )))
+    .await;
     assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
     let list = filtered.json()["manifests"].as_array().unwrap().clone();
     assert_eq!(list.len(), 1);
@@ -72,7 +116,12 @@ async fn referrers_come_from_the_api_with_the_artifact_type_filter() {
 async fn referrers_fall_back_to_the_tag_schema() {
     let (_dir, reg, proxy) = setup(Options::default()).await;
     let (subject, bytes, _) = reg.put_image("team/app", "v1", &[1], 2);
-    let sig = reg.put_manifest("team/app", None, OCI_MANIFEST, signature(&subject, bytes.len(), "application/example.sig"));
+    let sig = reg.put_manifest(
+        "team/app",
+        None,
+        OCI_MANIFEST,
+        signature(&subject, bytes.len(), "application/example.sig"),
+    );
     let fallback_tag = subject.replace(':', "-");
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{sig}","size":10,"artifactType":"application/example.sig"}}]}}"#

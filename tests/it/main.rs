@@ -4,9 +4,9 @@
 mod support;
 
 mod blobs;
-mod manifests;
 mod lists;
-mod routing;
-mod upstream_auth;
+mod manifests;
 mod offline;
 mod requests;
+mod routing;
+mod upstream_auth;

@@ -23,8 +23,14 @@ async fn manifests_are_served_byte_for_byte_with_their_headers() {
     assert_eq!(by_tag.status, 200);
     assert_eq!(by_tag.bytes(), &bytes);
     assert_eq!(by_tag.header("content-type"), Some(OCI_MANIFEST));
-    assert_eq!(by_tag.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(by_tag.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(
+        by_tag.header("docker-content-digest"),
+        Some(digest.as_str())
+    );
+    assert_eq!(
+        by_tag.header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
     assert_eq!(by_tag.cache(), "miss");
 
     let by_digest = get(&proxy.url(&format!("/v2/team/app/manifests/{digest}"))).await;
@@ -34,32 +40,64 @@ async fn manifests_are_served_byte_for_byte_with_their_headers() {
     let h = head(&proxy.url("/v2/team/app/manifests/v1")).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(h.header("content-length"), Some(bytes.len().to_string().as_str()));
+    assert_eq!(
+        h.header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
     assert!(h.bytes().is_empty());
-    assert_eq!(reg.count("GET", "/manifests/"), 1, "one upstream GET for tag, digest and HEAD");
+    assert_eq!(
+        reg.count("GET", "/manifests/"),
+        1,
+        "one upstream GET for tag, digest and HEAD"
+    );
 
     // The blob learnt its media type from the manifest.
     let layer = get(&proxy.url(&format!("/v2/team/app/blobs/{}", layers[0]))).await;
     assert_eq!(layer.status, 200);
-    let rec = proxy.app.cache.store.index.blob(&layers[0].parse().unwrap()).unwrap().unwrap();
-    assert_eq!(rec.media_type.as_deref(), Some("application/vnd.oci.image.layer.v1.tar"));
+    let rec = proxy
+        .app
+        .cache
+        .store
+        .index
+        .blob(&layers[0].parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.media_type.as_deref(),
+        Some("application/vnd.oci.image.layer.v1.tar")
+    );
 }
 
 #[tokio::test]
 async fn accept_classes_are_cached_apart_and_docker_types_pass_unchanged() {
     let (_dir, reg, proxy) = setup(Options::default(), "").await;
-    let docker = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":2}},"layers":[]}}"#, sha256(b"{}"));
+    let docker = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+        sha256(b"{}")
+    );
     let d = reg.put_manifest("team/old", Some("v1"), DOCKER_MANIFEST, docker.clone());
     let url = proxy.url("/v2/team/old/manifests/v1");
     let a = request(Method::GET, &url, &[("accept", DOCKER_MANIFEST)]).await;
     assert_eq!(a.header("content-type"), Some(DOCKER_MANIFEST));
     assert_eq!(a.bytes().as_ref(), docker.as_bytes());
     assert_eq!(a.header("docker-content-digest"), Some(d.as_str()));
-    let b = request(Method::GET, &url, &[("accept", &format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}"))]).await;
+    let b = request(
+        Method::GET,
+        &url,
+        &[("accept", &format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}"))],
+    )
+    .await;
     assert_eq!(b.bytes().as_ref(), docker.as_bytes());
-    assert_eq!(b.cache(), "miss", "another Accept class resolves on its own");
+    assert_eq!(
+        b.cache(),
+        "miss",
+        "another Accept class resolves on its own"
+    );
     let log = reg.log();
-    let sent: Vec<_> = log.iter().filter(|l| l.path.ends_with("/manifests/v1")).collect();
+    let sent: Vec<_> = log
+        .iter()
+        .filter(|l| l.path.ends_with("/manifests/v1"))
+        .collect();
     assert_eq!(sent.len(), 2);
     let again = request(Method::GET, &url, &[("accept", DOCKER_MANIFEST)]).await;
     assert_eq!(again.cache(), "hit");
@@ -74,7 +112,12 @@ async fn an_index_is_served_as_an_index() {
         child_bytes.len()
     );
     let d = reg.put_manifest("team/multi", Some("latest"), OCI_INDEX, index.clone());
-    let got = request(Method::GET, &proxy.url("/v2/team/multi/manifests/latest"), &[("accept", OCI_INDEX)]).await;
+    let got = request(
+        Method::GET,
+        &proxy.url("/v2/team/multi/manifests/latest"),
+        &[("accept", OCI_INDEX)],
+    )
+    .await;
     assert_eq!(got.header("content-type"), Some(OCI_INDEX));
     assert_eq!(got.header("docker-content-digest"), Some(d.as_str()));
     assert_eq!(got.bytes().as_ref(), index.as_bytes());
@@ -87,11 +130,18 @@ async fn tags_are_revalidated_with_head_after_their_ttl() {
     let (_dir, reg, proxy) = setup(Options::default(), "tag_ttl = \"0s\"").await;
     let (d1, _, _) = reg.put_image("team/app", "latest", &[10], 3);
     let url = proxy.url("/v2/team/app/manifests/latest");
-    assert_eq!(get(&url).await.header("docker-content-digest"), Some(d1.as_str()));
+    assert_eq!(
+        get(&url).await.header("docker-content-digest"),
+        Some(d1.as_str())
+    );
     let same = get(&url).await;
     assert_eq!(same.cache(), "revalidated");
     assert_eq!(reg.count("HEAD", "/manifests/latest"), 1);
-    assert_eq!(reg.count("GET", "/manifests/latest"), 1, "revalidation is a HEAD, not a GET");
+    assert_eq!(
+        reg.count("GET", "/manifests/latest"),
+        1,
+        "revalidation is a HEAD, not a GET"
+    );
 
     let (d2, bytes2, _) = reg.put_image("team/app", "latest", &[20], 4);
     let moved = get(&url).await;
@@ -141,7 +191,10 @@ async fn a_tag_deleted_upstream_is_forgotten_on_revalidation() {
 
 #[tokio::test]
 async fn a_manifest_that_does_not_match_its_digest_is_refused() {
-    let opts = Options { lie_about_manifest_digest: true, ..Default::default() };
+    let opts = Options {
+        lie_about_manifest_digest: true,
+        ..Default::default()
+    };
     let (_dir, reg, proxy) = setup(opts, "").await;
     let (d, _, _) = reg.put_image("team/app", "v1", &[10], 9);
     let by_tag = get(&proxy.url("/v2/team/app/manifests/v1")).await;
@@ -156,7 +209,12 @@ async fn a_manifest_fetched_by_digest_is_checked_against_that_digest() {
     let (_dir, reg, proxy) = setup(Options::default(), "").await;
     // The registry answers this digest with other bytes (and their true digest).
     let wanted = sha256(b"what the client asked for");
-    reg.put_at("team/app", &wanted, OCI_MANIFEST, r#"{"schemaVersion":2,"layers":[]}"#);
+    reg.put_at(
+        "team/app",
+        &wanted,
+        OCI_MANIFEST,
+        r#"{"schemaVersion":2,"layers":[]}"#,
+    );
     let got = get(&proxy.url(&format!("/v2/team/app/manifests/{wanted}"))).await;
     assert_eq!(got.status, 502);
     let digest: entrepot::oci::Digest = wanted.parse().unwrap();
@@ -170,10 +228,12 @@ async fn concurrent_tag_misses_make_one_upstream_request() {
     let (open, gate) = watch::channel(false);
     reg.fault("/manifests/v1", Fault::Gate(gate));
     let url = proxy.url("/v2/team/app/manifests/v1");
-    let clients: Vec<_> = (0..8).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move { get(&url).await })
-    }).collect();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
     while reg.count("GET", "/manifests/v1") == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -12,7 +12,10 @@ async fn base_endpoint_says_registry_v2() {
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
     let got = get(&proxy.url("/v2/")).await;
     assert_eq!(got.status, 200);
-    assert_eq!(got.header("docker-distribution-api-version"), Some("registry/2.0"));
+    assert_eq!(
+        got.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
 }
 
 #[tokio::test]
@@ -43,19 +46,55 @@ async fn malformed_requests_get_4xx_json_and_never_reach_upstream_or_disk() {
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
     let long = "a".repeat(300);
     let cases: Vec<(String, u16, &str)> = vec![
-        ("/v2/team/app/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd".into(), 400, "DIGEST_INVALID"),
-        ("/v2/team/app/blobs/sha256:../../../../etc/passwd".into(), 404, "NAME_UNKNOWN"),
-        ("/v2/team/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(), 400, "DIGEST_INVALID"),
-        ("/v2/team/app/blobs/sha256:ABCDEF".into(), 400, "DIGEST_INVALID"),
-        ("/v2/team/app/manifests/sha256:zz".into(), 400, "DIGEST_INVALID"),
-        ("/v2/team/app/referrers/notadigest".into(), 400, "DIGEST_INVALID"),
+        (
+            "/v2/team/app/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/team/app/blobs/sha256:../../../../etc/passwd".into(),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        (
+            "/v2/team/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/team/app/blobs/sha256:ABCDEF".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/team/app/manifests/sha256:zz".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/team/app/referrers/notadigest".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
         ("/v2/../etc/manifests/latest".into(), 400, "NAME_INVALID"),
-        ("/v2/%2e%2e/app/manifests/latest".into(), 400, "NAME_INVALID"),
+        (
+            "/v2/%2e%2e/app/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
         ("/v2/Team/App/manifests/latest".into(), 400, "NAME_INVALID"),
         ("/v2/team//app/manifests/latest".into(), 400, "NAME_INVALID"),
         (format!("/v2/{long}/manifests/latest"), 400, "NAME_INVALID"),
-        ("/v2/team/app/manifests/.hidden".into(), 404, "MANIFEST_UNKNOWN"),
-        (format!("/v2/team/app/manifests/{}", "t".repeat(200)), 404, "MANIFEST_UNKNOWN"),
+        (
+            "/v2/team/app/manifests/.hidden".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            format!("/v2/team/app/manifests/{}", "t".repeat(200)),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
         ("/v2/team/app".into(), 404, "NAME_UNKNOWN"),
         ("/etc/passwd".into(), 404, "NAME_UNKNOWN"),
         ("/v2/team/app/tags/list?ns=%zz".into(), 200, ""),
@@ -68,10 +107,20 @@ async fn malformed_requests_get_4xx_json_and_never_reach_upstream_or_disk() {
             continue;
         }
         assert_eq!(got.status.as_u16(), *status, "{path}");
-        assert_eq!(got.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(
+            got.header("content-type"),
+            Some("application/json"),
+            "{path}"
+        );
         assert_eq!(got.error_code(), *code, "{path}");
     }
-    assert!(reg.log().iter().all(|l| l.path.starts_with("/v2/team/app/tags/list")), "{:?}", reg.log());
+    assert!(
+        reg.log()
+            .iter()
+            .all(|l| l.path.starts_with("/v2/team/app/tags/list")),
+        "{:?}",
+        reg.log()
+    );
 }
 
 #[tokio::test]
@@ -81,7 +130,12 @@ async fn a_huge_header_is_refused_without_harm() {
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
     let huge = "x".repeat(512 * 1024);
     let resp = client()
-        .request(http::Request::get(proxy.url("/v2/")).header("x-big", huge).body(http_body_util::Empty::new()).unwrap())
+        .request(
+            http::Request::get(proxy.url("/v2/"))
+                .header("x-big", huge)
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
         .await;
     if let Ok(r) = resp {
         assert!(r.status().is_client_error(), "{}", r.status());

@@ -26,8 +26,12 @@ pub struct TestProxy {
 impl TestProxy {
     /// `upstreams` are TOML `[[upstream]]` tables; `extra` goes at the top of the file.
     pub async fn start(data_dir: &Path, extra: &str, upstreams: &str) -> TestProxy {
-        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}", data_dir.display().to_string());
-        let config = entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}",
+            data_dir.display().to_string()
+        );
+        let config =
+            entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let app = entrepot::App::build(config).expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -35,11 +39,21 @@ impl TestProxy {
         let task = tokio::spawn(entrepot::server::serve(app.clone(), listener, async {
             let _ = stopped.await;
         }));
-        TestProxy { addr, app, stop: Some(stop), task: Some(task) }
+        TestProxy {
+            addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// One upstream named `name` at the registry's URL, plus `extra` top-level keys.
-    pub async fn in_front_of(data_dir: &Path, registry: &TestRegistry, name: &str, extra: &str) -> TestProxy {
+    pub async fn in_front_of(
+        data_dir: &Path,
+        registry: &TestRegistry,
+        name: &str,
+        extra: &str,
+    ) -> TestProxy {
         TestProxy::start(data_dir, extra, &upstream(name, &registry.url(), "")).await
     }
 
@@ -85,7 +99,9 @@ pub struct Got {
 
 impl Got {
     pub fn bytes(&self) -> &Bytes {
-        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
+        self.body
+            .as_ref()
+            .unwrap_or_else(|e| panic!("body failed: {e}"))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -97,12 +113,16 @@ impl Got {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(self.bytes()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(self.bytes())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// The distribution-spec error code of an error response.
     pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -115,10 +135,21 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Got
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client().request(req.body(Empty::new()).unwrap()).await.expect("request sent");
+    let resp = client()
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request sent");
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("{e:?}"));
-    Got { status: parts.status, headers: parts.headers, body }
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| format!("{e:?}"));
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Got {

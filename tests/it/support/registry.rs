@@ -101,10 +101,23 @@ impl TestRegistry {
         let blob_host = blob_listener.local_addr().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let ctx = Arc::new(Ctx { state: state.clone(), opts, addr, blob_host });
-        let registry_task = serve(listener, ctx.clone(), |ctx, req| Box::pin(registry(ctx, req)));
-        let blob_task = serve(blob_listener, ctx, |ctx, req| Box::pin(blob_host_handler(ctx, req)));
-        TestRegistry { addr, state, tasks: vec![registry_task, blob_task] }
+        let ctx = Arc::new(Ctx {
+            state: state.clone(),
+            opts,
+            addr,
+            blob_host,
+        });
+        let registry_task = serve(listener, ctx.clone(), |ctx, req| {
+            Box::pin(registry(ctx, req))
+        });
+        let blob_task = serve(blob_listener, ctx, |ctx, req| {
+            Box::pin(blob_host_handler(ctx, req))
+        });
+        TestRegistry {
+            addr,
+            state,
+            tasks: vec![registry_task, blob_task],
+        }
     }
 
     pub fn url(&self) -> String {
@@ -126,13 +139,21 @@ impl TestRegistry {
     }
 
     /// Stores a manifest under its digest and, if given, a tag. Returns its digest.
-    pub fn put_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: impl Into<Bytes>) -> String {
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: impl Into<Bytes>,
+    ) -> String {
         let bytes = bytes.into();
         let d = sha256(&bytes);
         let mut s = self.state.lock().unwrap();
-        s.manifests.insert((repo.into(), d.clone()), (media_type.into(), bytes.clone()));
+        s.manifests
+            .insert((repo.into(), d.clone()), (media_type.into(), bytes.clone()));
         if let Some(tag) = tag {
-            s.manifests.insert((repo.into(), tag.into()), (media_type.into(), bytes));
+            s.manifests
+                .insert((repo.into(), tag.into()), (media_type.into(), bytes));
             let tags = s.tags.entry(repo.into()).or_default();
             if !tags.iter().any(|t| t == tag) {
                 tags.push(tag.into());
@@ -143,7 +164,10 @@ impl TestRegistry {
 
     /// Stores bytes under any reference, as a broken registry might.
     pub fn put_at(&self, repo: &str, reference: &str, media_type: &str, bytes: impl Into<Bytes>) {
-        self.state.lock().unwrap().manifests.insert((repo.into(), reference.into()), (media_type.into(), bytes.into()));
+        self.state.lock().unwrap().manifests.insert(
+            (repo.into(), reference.into()),
+            (media_type.into(), bytes.into()),
+        );
     }
 
     pub fn delete_tag(&self, repo: &str, tag: &str) {
@@ -154,12 +178,25 @@ impl TestRegistry {
 
     /// An image: config + layers of the given sizes, with a manifest tagged `tag`.
     /// Returns (manifest digest, manifest bytes, layer digests).
-    pub fn put_image(&self, repo: &str, tag: &str, layer_sizes: &[usize], seed: u8) -> (String, Bytes, Vec<String>) {
+    pub fn put_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer_sizes: &[usize],
+        seed: u8,
+    ) -> (String, Bytes, Vec<String>) {
         let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
         let config_digest = self.put_blob(config.clone());
         let mut layers = Vec::new();
         for (i, size) in layer_sizes.iter().enumerate() {
-            let bytes: Vec<u8> = (0..*size).map(|j| (j as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add(i as u8)).collect();
+            let bytes: Vec<u8> = (0..*size)
+                .map(|j| {
+                    (j as u8)
+                        .wrapping_mul(31)
+                        .wrapping_add(seed)
+                        .wrapping_add(i as u8)
+                })
+                .collect();
             let len = bytes.len();
             layers.push((self.put_blob(bytes), len));
         }
@@ -179,7 +216,11 @@ impl TestRegistry {
 
     /// Faults apply to requests whose path contains `path_part`, first added first.
     pub fn fault(&self, path_part: &str, fault: Fault) {
-        self.state.lock().unwrap().faults.push((path_part.into(), fault));
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((path_part.into(), fault));
     }
 
     pub fn clear_faults(&self) {
@@ -201,7 +242,13 @@ impl TestRegistry {
 
     /// Requests with this method whose path contains `part`.
     pub fn count(&self, method: &str, part: &str) -> usize {
-        self.state.lock().unwrap().log.iter().filter(|l| l.method == method && l.path.contains(part)).count()
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|l| l.method == method && l.path.contains(part))
+            .count()
     }
 
     pub fn total_requests(&self) -> usize {
@@ -226,13 +273,18 @@ struct Ctx {
     blob_host: SocketAddr,
 }
 
-type Handler = fn(Arc<Ctx>, Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+type Handler = fn(
+    Arc<Ctx>,
+    Request<Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
 
 fn serve(listener: TcpListener, ctx: Arc<Ctx>, handler: Handler) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let ctx = ctx.clone();
             conns.spawn(async move {
                 let svc = service_fn(move |req| {
@@ -253,18 +305,36 @@ fn full(b: impl Into<Bytes>) -> Body {
 
 fn error(status: StatusCode, code: &str) -> Response<Body> {
     let body = format!(r#"{{"errors":[{{"code":"{code}","message":"test registry"}}]}}"#);
-    Response::builder().status(status).header(header::CONTENT_TYPE, "application/json").body(full(body)).unwrap()
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .unwrap()
 }
 
 fn fault_for(ctx: &Ctx, path: &str) -> Option<Fault> {
-    ctx.state.lock().unwrap().faults.iter().find(|(p, _)| path.contains(p.as_str())).map(|(_, f)| f.clone())
+    ctx.state
+        .lock()
+        .unwrap()
+        .faults
+        .iter()
+        .find(|(p, _)| path.contains(p.as_str()))
+        .map(|(_, f)| f.clone())
 }
 
 fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
     let entry = Logged {
         method: req.method().to_string(),
-        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-        authorization: req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     let mut s = ctx.state.lock().unwrap();
     if blob_host {
@@ -276,26 +346,41 @@ fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
 
 fn basic(user: &str, pass: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
 }
 
 /// Checks the request's credentials; `Some(response)` refuses it.
 fn authenticate(ctx: &Ctx, req: &Request<Incoming>, repo: &str) -> Option<Response<Body>> {
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Some((u, p)) = &ctx.opts.basic {
         if auth != basic(u, p) {
             let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"test\"".parse().unwrap());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"test\"".parse().unwrap(),
+            );
             return Some(r);
         }
     }
     if ctx.opts.bearer.is_some() {
-        let ok = auth.strip_prefix("Bearer ").is_some_and(|t| ctx.state.lock().unwrap().tokens.iter().any(|x| x == t));
+        let ok = auth
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| ctx.state.lock().unwrap().tokens.iter().any(|x| x == t));
         if !ok {
             let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-            let challenge =
-                format!(r#"Bearer realm="http://{}/token",service="test-registry",scope="repository:{repo}:pull""#, ctx.addr);
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+            let challenge = format!(
+                r#"Bearer realm="http://{}/token",service="test-registry",scope="repository:{repo}:pull""#,
+                ctx.addr
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge.parse().unwrap());
             return Some(r);
         }
     }
@@ -306,7 +391,11 @@ fn token(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     let mut s = ctx.state.lock().unwrap();
     s.token_requests += 1;
     if let Some(Some((u, p))) = &ctx.opts.bearer {
-        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if auth != basic(u, p) {
             return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
         }
@@ -314,7 +403,10 @@ fn token(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     let t = format!("token-{}", s.token_requests);
     s.tokens.push(t.clone());
     let body = format!(r#"{{"token":"{t}","expires_in":300}}"#);
-    Response::builder().header(header::CONTENT_TYPE, "application/json").body(full(body)).unwrap()
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .unwrap()
 }
 
 async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
@@ -326,7 +418,9 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if path == "/v2/" {
         return authenticate(&ctx, &req, "").unwrap_or_else(|| Response::new(full("{}")));
     }
-    let Some(rest) = path.strip_prefix("/v2/") else { return error(StatusCode::NOT_FOUND, "NOT_FOUND") };
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    };
     let (repo, kind, reference) = split(rest);
     if let Some(refused) = authenticate(&ctx, &req, &repo) {
         return refused;
@@ -334,7 +428,11 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     match (req.method().clone(), kind) {
         (Method::POST, "uploads") => {
             let id = format!("u{}", ctx.state.lock().unwrap().uploads.len());
-            ctx.state.lock().unwrap().uploads.insert(id.clone(), Vec::new());
+            ctx.state
+                .lock()
+                .unwrap()
+                .uploads
+                .insert(id.clone(), Vec::new());
             return Response::builder()
                 .status(StatusCode::ACCEPTED)
                 .header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
@@ -345,14 +443,27 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let d = sha256(&body);
             ctx.state.lock().unwrap().blobs.insert(d.clone(), body);
-            return Response::builder().status(StatusCode::CREATED).header("docker-content-digest", d).body(full("")).unwrap();
+            return Response::builder()
+                .status(StatusCode::CREATED)
+                .header("docker-content-digest", d)
+                .body(full(""))
+                .unwrap();
         }
         (Method::PUT, "manifests") => {
-            let media = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(OCI_MANIFEST).to_owned();
+            let media = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(OCI_MANIFEST)
+                .to_owned();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let tag = (!reference.contains(':')).then_some(reference.as_str());
             let d = TestRegistry::put_manifest_into(&ctx.state, &repo, tag, &media, body);
-            return Response::builder().status(StatusCode::CREATED).header("docker-content-digest", d).body(full("")).unwrap();
+            return Response::builder()
+                .status(StatusCode::CREATED)
+                .header("docker-content-digest", d)
+                .body(full(""))
+                .unwrap();
         }
         _ => {}
     }
@@ -362,7 +473,8 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             Fault::Status(code, retry) => {
                 let mut r = error(StatusCode::from_u16(*code).unwrap(), "TEST_FAULT");
                 if let Some(after) = retry {
-                    r.headers_mut().insert(header::RETRY_AFTER, after.parse().unwrap());
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, after.parse().unwrap());
                 }
                 return r;
             }
@@ -376,42 +488,81 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     match kind {
         "manifests" => {
-            let found = ctx.state.lock().unwrap().manifests.get(&(repo.clone(), reference.clone())).cloned();
-            let Some((media, bytes)) = found else { return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN") };
-            let digest = if ctx.opts.lie_about_manifest_digest { sha256(b"a lie") } else { sha256(&bytes) };
-            let resp = Response::builder().header(header::CONTENT_TYPE, media).header("docker-content-digest", digest);
+            let found = ctx
+                .state
+                .lock()
+                .unwrap()
+                .manifests
+                .get(&(repo.clone(), reference.clone()))
+                .cloned();
+            let Some((media, bytes)) = found else {
+                return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+            };
+            let digest = if ctx.opts.lie_about_manifest_digest {
+                sha256(b"a lie")
+            } else {
+                sha256(&bytes)
+            };
+            let resp = Response::builder()
+                .header(header::CONTENT_TYPE, media)
+                .header("docker-content-digest", digest);
             send(resp, bytes, head, fault)
         }
         "blobs" => {
             let found = ctx.state.lock().unwrap().blobs.get(&reference).cloned();
-            let Some(bytes) = found else { return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN") };
+            let Some(bytes) = found else {
+                return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+            };
             if ctx.opts.redirect_blobs && !head {
                 let location = format!("http://{}/blob/{reference}?signature=x", ctx.blob_host);
-                return Response::builder().status(StatusCode::TEMPORARY_REDIRECT).header(header::LOCATION, location).body(full("")).unwrap();
+                return Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header(header::LOCATION, location)
+                    .body(full(""))
+                    .unwrap();
             }
-            let resp = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream").header("docker-content-digest", &reference);
+            let resp = Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header("docker-content-digest", &reference);
             send(resp, bytes, head, fault)
         }
         "tags" => {
-            let mut tags = ctx.state.lock().unwrap().tags.get(&repo).cloned().unwrap_or_default();
+            let mut tags = ctx
+                .state
+                .lock()
+                .unwrap()
+                .tags
+                .get(&repo)
+                .cloned()
+                .unwrap_or_default();
             if tags.is_empty() {
                 return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
             }
             // Unsorted on purpose: entrepot must sort.
             tags.reverse();
             let query = req.uri().query().unwrap_or("");
-            let start: usize = query.split('&').find_map(|p| p.strip_prefix("page=")).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let start: usize = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("page="))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             let mut resp = Response::builder().header(header::CONTENT_TYPE, "application/json");
             let page: Vec<String> = match ctx.opts.tag_page {
                 Some(size) => {
                     if start + size < tags.len() {
-                        resp = resp.header(header::LINK, format!("</v2/{repo}/tags/list?page={}>; rel=\"next\"", start + size));
+                        resp = resp.header(
+                            header::LINK,
+                            format!("</v2/{repo}/tags/list?page={}>; rel=\"next\"", start + size),
+                        );
                     }
                     tags.into_iter().skip(start).take(size).collect()
                 }
                 None => tags,
             };
-            resp.body(full(serde_json::json!({ "name": repo, "tags": page }).to_string())).unwrap()
+            resp.body(full(
+                serde_json::json!({ "name": repo, "tags": page }).to_string(),
+            ))
+            .unwrap()
         }
         "referrers" if ctx.opts.referrers_api => {
             let s = ctx.state.lock().unwrap();
@@ -422,24 +573,40 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 }
                 let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
                 if v["subject"]["digest"].as_str() == Some(reference_of(&path)) {
-                    let artifact = v["artifactType"].as_str().or(v["config"]["mediaType"].as_str()).unwrap_or_default();
+                    let artifact = v["artifactType"]
+                        .as_str()
+                        .or(v["config"]["mediaType"].as_str())
+                        .unwrap_or_default();
                     list.push(serde_json::json!({"mediaType": media, "digest": reference, "size": bytes.len(), "artifactType": artifact}));
                 }
             }
-            let body = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list}).to_string();
-            Response::builder().header(header::CONTENT_TYPE, OCI_INDEX).body(full(body)).unwrap()
+            let body =
+                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list})
+                    .to_string();
+            Response::builder()
+                .header(header::CONTENT_TYPE, OCI_INDEX)
+                .body(full(body))
+                .unwrap()
         }
         _ => error(StatusCode::NOT_FOUND, "NOT_FOUND"),
     }
 }
 
 impl TestRegistry {
-    fn put_manifest_into(state: &Mutex<State>, repo: &str, tag: Option<&str>, media: &str, bytes: Bytes) -> String {
+    fn put_manifest_into(
+        state: &Mutex<State>,
+        repo: &str,
+        tag: Option<&str>,
+        media: &str,
+        bytes: Bytes,
+    ) -> String {
         let d = sha256(&bytes);
         let mut s = state.lock().unwrap();
-        s.manifests.insert((repo.into(), d.clone()), (media.into(), bytes.clone()));
+        s.manifests
+            .insert((repo.into(), d.clone()), (media.into(), bytes.clone()));
         if let Some(tag) = tag {
-            s.manifests.insert((repo.into(), tag.into()), (media.into(), bytes));
+            s.manifests
+                .insert((repo.into(), tag.into()), (media.into(), bytes));
             s.tags.entry(repo.into()).or_default().push(tag.into());
         }
         d
@@ -455,9 +622,18 @@ fn split(rest: &str) -> (String, &'static str, String) {
     if let Some(repo) = rest.strip_suffix("/tags/list") {
         return (repo.into(), "tags", String::new());
     }
-    for (marker, kind) in [("/blobs/uploads", "uploads"), ("/manifests/", "manifests"), ("/blobs/", "blobs"), ("/referrers/", "referrers")] {
+    for (marker, kind) in [
+        ("/blobs/uploads", "uploads"),
+        ("/manifests/", "manifests"),
+        ("/blobs/", "blobs"),
+        ("/referrers/", "referrers"),
+    ] {
         if let Some(i) = rest.rfind(marker) {
-            return (rest[..i].into(), kind, rest[i + marker.len()..].trim_start_matches('/').into());
+            return (
+                rest[..i].into(),
+                kind,
+                rest[i + marker.len()..].trim_start_matches('/').into(),
+            );
         }
     }
     (rest.into(), "unknown", String::new())
@@ -469,13 +645,23 @@ async fn blob_host_handler(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Bo
     let found = ctx.state.lock().unwrap().blobs.get(&digest).cloned();
     let fault = fault_for(&ctx, req.uri().path());
     match found {
-        Some(bytes) => send(Response::builder().header(header::CONTENT_TYPE, "application/octet-stream"), bytes, false, fault),
+        Some(bytes) => send(
+            Response::builder().header(header::CONTENT_TYPE, "application/octet-stream"),
+            bytes,
+            false,
+            fault,
+        ),
         None => error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
     }
 }
 
 /// Sends `bytes` with `Content-Length`, shaped by a body fault.
-fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<Fault>) -> Response<Body> {
+fn send(
+    resp: http::response::Builder,
+    bytes: Bytes,
+    head: bool,
+    fault: Option<Fault>,
+) -> Response<Body> {
     let resp = resp.header(header::CONTENT_LENGTH, bytes.len());
     if head {
         return resp.body(full("")).unwrap();
@@ -485,7 +671,9 @@ fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<F
         let chunk = 64 * 1024;
         match fault {
             Some(Fault::DropAfter(n)) => {
-                let _ = tx.send(Ok(Frame::data(bytes.slice(..n.min(bytes.len()))))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(bytes.slice(..n.min(bytes.len())))))
+                    .await;
                 let _ = tx.send(Err(std::io::Error::other("dropped"))).await;
             }
             Some(Fault::Corrupt) => {
@@ -498,7 +686,11 @@ fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<F
             }
             Some(Fault::Slow(size, pause)) => {
                 for c in bytes.chunks(size.max(1)) {
-                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(c)))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::copy_from_slice(c))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     tokio::time::sleep(pause).await;
@@ -514,7 +706,11 @@ fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<F
             }
             _ => {
                 for c in bytes.chunks(chunk) {
-                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(c)))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::copy_from_slice(c))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
