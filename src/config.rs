@@ -114,8 +114,7 @@ impl std::fmt::Debug for UpstreamConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(path.display().to_string(), e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| bad(path.display().to_string(), e.to_string()))?;
         Config::parse(&text)
     }
 
@@ -167,12 +166,7 @@ impl RawConfig {
                 let found = upstreams.iter().find(|u| u.names().any(|n| n == name));
                 Some(
                     found
-                        .ok_or_else(|| {
-                            bad(
-                                "default_upstream",
-                                format!("{name:?} names no [[upstream]]"),
-                            )
-                        })?
+                        .ok_or_else(|| bad("default_upstream", format!("{name:?} names no [[upstream]]")))?
                         .name
                         .clone(),
                 )
@@ -207,9 +201,7 @@ impl RawUpstream {
                 format!("{name:?} must look like a registry host (letters, digits, '.', '-', ':')"),
             ));
         }
-        let url_text = self
-            .url
-            .ok_or_else(|| bad(format!("{at}.url"), "missing"))?;
+        let url_text = self.url.ok_or_else(|| bad(format!("{at}.url"), "missing"))?;
         let url: http::Uri = url_text
             .parse()
             .map_err(|e| bad(format!("{at}.url"), format!("{url_text:?}: {e}")))?;
@@ -227,18 +219,10 @@ impl RawUpstream {
             .ok_or_else(|| bad(format!("{at}.url"), format!("{url_text:?} has no host")))?
             .to_ascii_lowercase();
         if url.path() != "/" && !url.path().is_empty() {
-            return Err(bad(
-                format!("{at}.url"),
-                "must be the registry root, without a path",
-            ));
+            return Err(bad(format!("{at}.url"), "must be the registry root, without a path"));
         }
-        let docker_hub = DOCKER_HUB_ALIASES.contains(&name.as_str())
-            || DOCKER_HUB_ALIASES.contains(&host.as_str());
-        let mut aliases: Vec<String> = self
-            .aliases
-            .iter()
-            .map(|a| a.to_ascii_lowercase())
-            .collect();
+        let docker_hub = DOCKER_HUB_ALIASES.contains(&name.as_str()) || DOCKER_HUB_ALIASES.contains(&host.as_str());
+        let mut aliases: Vec<String> = self.aliases.iter().map(|a| a.to_ascii_lowercase()).collect();
         for (i, a) in aliases.iter().enumerate() {
             if !is_host_like(a) {
                 return Err(bad(
@@ -263,12 +247,7 @@ impl RawUpstream {
                     "needs one of password, password_env, password_file",
                 ))
             }
-            (None, Some(_)) => {
-                return Err(bad(
-                    format!("{at}.username"),
-                    "missing, but a password is set",
-                ))
-            }
+            (None, Some(_)) => return Err(bad(format!("{at}.username"), "missing, but a password is set")),
         };
         if let Some(ca) = &self.ca_file {
             if !ca.is_file() {
@@ -285,16 +264,8 @@ impl RawUpstream {
             credentials,
             ca_file: self.ca_file,
             library_prefix: self.library_prefix.unwrap_or(docker_hub),
-            connect_timeout: duration(
-                &format!("{at}.connect_timeout"),
-                self.connect_timeout,
-                "10s",
-            )?,
-            response_timeout: duration(
-                &format!("{at}.response_timeout"),
-                self.response_timeout,
-                "60s",
-            )?,
+            connect_timeout: duration(&format!("{at}.connect_timeout"), self.connect_timeout, "10s")?,
+            response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "60s")?,
             idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "60s")?,
         })
     }
@@ -324,12 +295,7 @@ fn password(
         }),
         (None, None, Some(path)) => std::fs::read_to_string(&path)
             .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| {
-                bad(
-                    format!("{at}.password_file"),
-                    format!("{}: {e}", path.display()),
-                )
-            }),
+            .map_err(|e| bad(format!("{at}.password_file"), format!("{}: {e}", path.display()))),
         _ => Err(bad(
             format!("{at}.password"),
             "set only one of password, password_env, password_file",
@@ -377,12 +343,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 fn size(key: &str, value: Option<String>, default: &str) -> Result<u64, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_owned());
-    parse_size(&text).ok_or_else(|| {
-        bad(
-            key,
-            format!("{text:?} is not a size like \"4MiB\" or \"200GiB\""),
-        )
-    })
+    parse_size(&text).ok_or_else(|| bad(key, format!("{text:?} is not a size like \"4MiB\" or \"200GiB\"")))
 }
 
 #[cfg(test)]
@@ -420,29 +381,20 @@ url = "https://registry-1.docker.io"
 
     #[test]
     fn errors_name_the_key() {
-        assert!(
-            err("listen = \"nope\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("listen")
-        );
+        assert!(err("listen = \"nope\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("listen"));
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"ftp://a\"").contains("upstream[0].url"));
+        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\ntag_ttl=\"x\"").contains("unknown field"));
+        assert!(err("tag_ttl = \"soon\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("tag_ttl"));
+        assert!(err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("default_upstream"));
         assert!(
-            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\ntag_ttl=\"x\"")
-                .contains("unknown field")
+            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
+                .contains("upstream[1].name")
         );
-        assert!(
-            err("tag_ttl = \"soon\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"")
-                .contains("tag_ttl")
-        );
-        assert!(
-            err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"")
-                .contains("default_upstream")
-        );
-        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"").contains("upstream[1].name"));
-        assert!(
-            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"")
-                .contains("upstream[0].username")
-        );
-        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"\npassword_env=\"ENTREPOT_SURELY_UNSET\"")
-            .contains("upstream[0].password_env"));
+        assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"").contains("upstream[0].username"));
+        assert!(err(
+            "[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"\npassword_env=\"ENTREPOT_SURELY_UNSET\""
+        )
+        .contains("upstream[0].password_env"));
         assert!(err("").contains("upstream"));
     }
 

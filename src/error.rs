@@ -71,9 +71,7 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => StatusCode::NOT_FOUND,
             Error::NameInvalid(_) | Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -100,9 +98,7 @@ impl Error {
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => "UNAVAILABLE",
-            Error::DigestMismatch { .. } | Error::UpstreamBad { .. } | Error::Internal(_) => {
-                "UNKNOWN"
-            }
+            Error::DigestMismatch { .. } | Error::UpstreamBad { .. } | Error::Internal(_) => "UNKNOWN",
         }
     }
 
@@ -142,14 +138,8 @@ impl Error {
             }
             _ => {}
         }
-        let body = if head {
-            Body::empty()
-        } else {
-            Body::full(body)
-        };
-        builder
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Body::empty()))
+        let body = if head { Body::empty() } else { Body::full(body) };
+        builder.body(body).unwrap_or_else(|_| Response::new(Body::empty()))
     }
 }
 

@@ -62,10 +62,7 @@ fn main() -> ExitCode {
     }
     cfg.offline |= offline;
     init_tracing(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("entrepot: cannot start the runtime: {e}");
@@ -104,12 +101,7 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let upstreams: Vec<&str> = app
-        .config
-        .upstreams
-        .iter()
-        .map(|u| u.name.as_str())
-        .collect();
+    let upstreams: Vec<&str> = app.config.upstreams.iter().map(|u| u.name.as_str()).collect();
     tracing::info!(%listen, offline, ?upstreams, data_dir = %app.config.data_dir.display(), "entrepot serving");
     entrepot::server::serve(app, listener, shutdown_signal()).await;
     ExitCode::SUCCESS
@@ -119,11 +111,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -73,11 +73,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -97,9 +93,7 @@ fn wait_http(addr: &str, what: &Proc) {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
             let mut buf = [0u8; 12];
-            if std::io::Read::read(&mut s, &mut buf).is_ok_and(|n| n >= 12)
-                && buf.starts_with(b"HTTP/1.")
-            {
+            if std::io::Read::read(&mut s, &mut buf).is_ok_and(|n| n >= 12) && buf.starts_with(b"HTTP/1.") {
                 return;
             }
         }
@@ -167,11 +161,7 @@ fn build_layout(dir: &Path) -> PathBuf {
         r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{amd}","size":{amd_size},"annotations":{{"org.opencontainers.image.ref.name":"single"}}}},{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{multi}","size":{multi_size},"annotations":{{"org.opencontainers.image.ref.name":"multi"}}}}]}}"#
     );
     std::fs::write(layout.join("index.json"), top).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     layout
 }
 
@@ -201,9 +191,7 @@ fn world() -> World {
     .unwrap();
     let registry = Proc::start(
         "docker-registry",
-        Command::new("docker-registry")
-            .arg("serve")
-            .arg(&reg_config),
+        Command::new("docker-registry").arg("serve").arg(&reg_config),
         dir.join("registry.log"),
     );
     wait_http(&registry_addr, &registry);
@@ -269,8 +257,7 @@ fn skopeo_to_dir(src: &str, out: &Path, all: bool) {
     if all {
         cmd.arg("--all");
     }
-    cmd.arg(format!("docker://{src}"))
-        .arg(format!("dir:{}", out.display()));
+    cmd.arg(format!("docker://{src}")).arg(format!("dir:{}", out.display()));
     run(&mut cmd);
 }
 
@@ -372,22 +359,12 @@ fn skopeo_pulls_through_entrepot_byte_identical_and_offline() {
         ]));
     }
     let log = std::fs::read_to_string(&w.entrepot.log).unwrap();
-    assert!(
-        log.contains("serving stale tag"),
-        "stale serving was logged\n{log}"
-    );
+    assert!(log.contains("serving stale tag"), "stale serving was logged\n{log}");
 }
 
 #[test]
 fn containerd_pulls_through_entrepot_as_a_mirror() {
-    if !tools_present(&[
-        "docker-registry",
-        "skopeo",
-        "containerd",
-        "ctr",
-        "tar",
-        "gzip",
-    ]) {
+    if !tools_present(&["docker-registry", "skopeo", "containerd", "ctr", "tar", "gzip"]) {
         return;
     }
     let w = world();

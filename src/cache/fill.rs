@@ -65,10 +65,7 @@ impl Fill {
     /// Waits until the upstream has answered (or the fill is over) and returns that state.
     pub async fn started(&self) -> FillState {
         let mut rx = self.subscribe();
-        let started = rx
-            .wait_for(|s| s.phase != Phase::Connecting)
-            .await
-            .map(|s| s.clone());
+        let started = rx.wait_for(|s| s.phase != Phase::Connecting).await.map(|s| s.clone());
         match started {
             Ok(s) => s,
             Err(_) => rx.borrow().clone(),
@@ -76,25 +73,30 @@ impl Fill {
     }
 }
 
-/// Removes the fill from the table when its task ends, and fails its followers if the task
-/// ended without saying how (a panic): no follower waits on a fill that is gone.
+/// Ends a fill: takes it out of the table, then publishes how it ended. In that order, so
+/// that a request arriving after a failure starts afresh instead of joining the failure.
+/// Dropped without `finish` (the task panicked), it fails the followers: no follower waits
+/// on a fill that is gone.
 struct FillGuard {
     cache: Arc<Cache>,
     fill: Arc<Fill>,
 }
 
+impl FillGuard {
+    fn finish(&self, phase: Phase) {
+        self.cache.forget_fill(&self.fill);
+        self.fill.publish(|s| s.phase = phase);
+    }
+}
+
 impl Drop for FillGuard {
     fn drop(&mut self) {
+        self.cache.forget_fill(&self.fill);
         self.fill.publish(|s| {
             if matches!(s.phase, Phase::Connecting | Phase::Streaming) {
                 s.phase = Phase::Failed(Error::internal("blob fill ended unexpectedly"));
             }
         });
-        self.cache
-            .fills
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.fill.digest);
     }
 }
 
@@ -139,16 +141,23 @@ impl Cache {
             match result {
                 Ok(size) => {
                     tracing::info!(digest = %guard.fill.digest, upstream = %up.name(), size, "blob cached");
-                    guard.fill.publish(|s| s.phase = Phase::Committed);
+                    guard.finish(Phase::Committed);
                 }
                 Err(e) => {
                     tracing::warn!(digest = %guard.fill.digest, upstream = %up.name(), error = %e, "blob fill failed");
-                    guard.fill.publish(|s| s.phase = Phase::Failed(e));
+                    guard.finish(Phase::Failed(e));
                 }
             }
-            drop(guard);
         });
         Some((fill, false))
+    }
+
+    /// Removes this fill from the table, unless a newer fill of the digest took its place.
+    fn forget_fill(&self, fill: &Arc<Fill>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        if fills.get(&fill.digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            fills.remove(&fill.digest);
+        }
     }
 
     async fn run_fill(&self, fill: &Fill, up: &Upstream) -> Result<u64> {
@@ -157,8 +166,7 @@ impl Cache {
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
-        let total =
-            header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         let mut ingest = self.store.blobs.ingest(&fill.digest).await?;
         fill.publish(|s| {
             s.phase = Phase::Streaming;
@@ -190,9 +198,7 @@ impl Cache {
                             buf.extend_from_slice(&data);
                             let seen = ingest.written() + buf.len() as u64;
                             if total.is_some_and(|t| seen > t) {
-                                return Err(up.bad(format!(
-                                    "blob body longer than its Content-Length {total:?}"
-                                )));
+                                return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
                             }
                             if buf.len() >= WRITE_CHUNK {
                                 self.write_and_publish(fill, &mut ingest, &mut buf).await?;

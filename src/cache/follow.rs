@@ -47,13 +47,7 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
 /// Until the fill is verified and committed, the last byte written is held back: a client
 /// reading the whole blob can only reach a clean end of body after verification, and a
 /// failed fill ends every follower's body with an error.
-pub fn following(
-    fill: Arc<Fill>,
-    committed_path: PathBuf,
-    start: u64,
-    end: Option<u64>,
-    len: Option<u64>,
-) -> Body {
+pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Option<u64>, len: Option<u64>) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
     tokio::spawn(async move {
         if let Err(e) = follow(&tx, &fill, committed_path, start, end).await {

@@ -42,9 +42,7 @@ impl<T> ListAnswer<T> {
         ListAnswer {
             items,
             outcome: Outcome::Stale,
-            warning: Some(format!(
-                "299 entrepot \"upstream unavailable; list {when}\""
-            )),
+            warning: Some(format!("299 entrepot \"upstream unavailable; list {when}\"")),
         }
     }
 }
@@ -83,20 +81,14 @@ impl Cache {
         }
         let key = format!("{up}\0{}", t.repo);
         let (this, t2) = (self.clone(), t.clone());
-        let (result, joined) = self
-            .tag_lists
-            .run(key, async move { this.fetch_tags(&t2).await })
-            .await;
+        let (result, joined) = self.tag_lists.run(key, async move { this.fetch_tags(&t2).await }).await;
         match result {
             Ok(a) => Ok(ListAnswer {
                 outcome: a.outcome.joined(joined),
                 ..a
             }),
             Err(e)
-                if e.is_upstream_failure()
-                    && cached
-                        .as_ref()
-                        .is_none_or(|c| self.within_staleness(c.fetched_at)) =>
+                if e.is_upstream_failure() && cached.as_ref().is_none_or(|c| self.within_staleness(c.fetched_at)) =>
             {
                 let tags = local()?;
                 if tags.is_empty() {
@@ -113,9 +105,7 @@ impl Cache {
         let mut path = format!("/v2/{}/tags/list", t.repo);
         let mut tags = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
-            let resp = up
-                .send(Method::GET, &path, Some("application/json"), &t.repo)
-                .await?;
+            let resp = up.send(Method::GET, &path, Some("application/json"), &t.repo).await?;
             if resp.status() != StatusCode::OK {
                 return Err(up.status_error(&resp, Error::NameUnknown(t.repo.clone())));
             }
@@ -127,8 +117,7 @@ impl Cache {
             struct Page {
                 tags: Option<Vec<String>>,
             }
-            let page: Page =
-                serde_json::from_slice(&body).map_err(|e| up.bad(format!("tag list: {e}")))?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| up.bad(format!("tag list: {e}")))?;
             tags.extend(
                 page.tags
                     .unwrap_or_default()
@@ -154,11 +143,7 @@ impl Cache {
     }
 
     /// The manifests that name `subject` as their subject, unfiltered.
-    pub async fn referrers(
-        self: &Arc<Self>,
-        t: &Target,
-        subject: &Digest,
-    ) -> Result<ListAnswer<Vec<Descriptor>>> {
+    pub async fn referrers(self: &Arc<Self>, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
         let up = t.upstream.name();
         let cached = self.store.index.referrers(up, &t.repo, subject)?;
         let with_local = |mut list: Vec<Descriptor>| -> Result<Vec<Descriptor>> {
@@ -176,10 +161,7 @@ impl Cache {
             ));
         }
         if let Some(c) = cached.as_ref().filter(|c| self.is_fresh(c.fetched_at)) {
-            return Ok(ListAnswer::new(
-                with_local(c.descriptors.clone())?,
-                Outcome::Hit,
-            ));
+            return Ok(ListAnswer::new(with_local(c.descriptors.clone())?, Outcome::Hit));
         }
         let key = format!("{up}\0{}\0{subject}", t.repo);
         let (this, t2, s2) = (self.clone(), t.clone(), subject.clone());
@@ -207,16 +189,10 @@ impl Cache {
 
     /// Asks the referrers API; a registry without one (404, or another 4xx for an unknown
     /// route) is asked for the referrers tag schema (`<alg>-<hex>`) instead.
-    async fn fetch_referrers(
-        &self,
-        t: &Target,
-        subject: &Digest,
-    ) -> Result<ListAnswer<Vec<Descriptor>>> {
+    async fn fetch_referrers(&self, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
         let up = &t.upstream;
         let path = format!("/v2/{}/referrers/{subject}", t.repo);
-        let resp = up
-            .send(Method::GET, &path, Some(media::OCI_INDEX), &t.repo)
-            .await?;
+        let resp = up.send(Method::GET, &path, Some(media::OCI_INDEX), &t.repo).await?;
         let list = match resp.status() {
             StatusCode::OK => {
                 let body = read_small(resp.into_body(), MAX_LIST_BODY, up.config.idle_timeout)
@@ -287,9 +263,7 @@ impl Cache {
 /// The path of a `Link: <…>; rel="next"` header, when it stays on the registry's `/v2/` API.
 fn next_link(link: &str) -> Option<String> {
     let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
-    if !params.replace(' ', "").contains("rel=\"next\"")
-        && !params.replace(' ', "").contains("rel=next")
-    {
+    if !params.replace(' ', "").contains("rel=\"next\"") && !params.replace(' ', "").contains("rel=next") {
         return None;
     }
     let path = match target.parse::<http::Uri>() {

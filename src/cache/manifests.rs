@@ -54,11 +54,7 @@ impl Cache {
         }))
     }
 
-    pub async fn manifest_by_digest(
-        self: &Arc<Self>,
-        t: &Target,
-        d: &Digest,
-    ) -> Result<ManifestAnswer> {
+    pub async fn manifest_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d)? {
             self.store.index.touch(d);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
@@ -89,19 +85,11 @@ impl Cache {
         tag: &str,
         class: AcceptClass,
     ) -> Result<ManifestAnswer> {
-        let key = format!(
-            "t\0{}\0{}\0{tag}\0{}",
-            t.upstream.name(),
-            t.repo,
-            class.key()
-        );
+        let key = format!("t\0{}\0{}\0{tag}\0{}", t.upstream.name(), t.repo, class.key());
         let (this, t2, tag2) = (self.clone(), t.clone(), tag.to_owned());
         let (result, joined) = self
             .manifests
-            .run(
-                key,
-                async move { this.resolve_tag(&t2, &tag2, class).await },
-            )
+            .run(key, async move { this.resolve_tag(&t2, &tag2, class).await })
             .await;
         result.map(|a| ManifestAnswer {
             outcome: a.outcome.joined(joined),
@@ -109,12 +97,7 @@ impl Cache {
         })
     }
 
-    async fn resolve_tag(
-        &self,
-        t: &Target,
-        tag: &str,
-        class: AcceptClass,
-    ) -> Result<ManifestAnswer> {
+    async fn resolve_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
         let up = t.upstream.name();
         let class_key = class.key();
         let record = self.store.index.tag(up, &t.repo, tag, &class_key)?;
@@ -123,8 +106,7 @@ impl Cache {
             None => None,
         };
         if self.settings.offline {
-            let (_, m) =
-                cached.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
+            let (_, m) = cached.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
             self.store.index.touch(&m.digest);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
         }
@@ -150,18 +132,14 @@ impl Cache {
             Ok(Some(d)) => {
                 let m = match self.cached_manifest(&d)? {
                     Some(m) => m,
-                    None => {
-                        self.fetch_manifest(t, &d.to_string(), class, Some(&d))
-                            .await?
-                    }
+                    None => self.fetch_manifest(t, &d.to_string(), class, Some(&d)).await?,
                 };
                 tracing::info!(upstream = up, repo = %t.repo, tag, from = %record.digest, to = %d, "tag moved");
                 self.remember_tag(t, tag, &class_key, &m, now, now)?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             }
             Ok(None) => {
-                let m =
-                    self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
+                let m = self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
                 self.remember_tag(t, tag, &class_key, &m, now, now)?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             }
@@ -237,29 +215,19 @@ impl Cache {
     }
 
     fn forget_tag(&self, t: &Target, tag: &str) -> Result<()> {
-        self.store
-            .index
-            .remove_tag(t.upstream.name(), &t.repo, tag)?;
+        self.store.index.remove_tag(t.upstream.name(), &t.repo, tag)?;
         let mut absent = self.absent_tags.lock().unwrap_or_else(|p| p.into_inner());
         if absent.len() > 100_000 {
             let now = Instant::now();
             absent.retain(|_, until| *until > now);
         }
-        absent.insert(
-            Cache::absent_key(t, tag),
-            Instant::now() + self.settings.negative_ttl,
-        );
+        absent.insert(Cache::absent_key(t, tag), Instant::now() + self.settings.negative_ttl);
         Ok(())
     }
 
     /// The digest a tag has upstream now, from a `HEAD` (which registries do not rate-limit
     /// as they do `GET`s). `None` when the upstream does not say.
-    async fn head_manifest(
-        &self,
-        t: &Target,
-        tag: &str,
-        class: AcceptClass,
-    ) -> Result<Option<Digest>> {
+    async fn head_manifest(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Digest>> {
         let up = &t.upstream;
         let path = format!("/v2/{}/manifests/{tag}", t.repo);
         let resp = up
@@ -286,14 +254,10 @@ impl Cache {
             .send(Method::GET, &path, Some(&class.header_value()), &t.repo)
             .await?;
         if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(
-                &resp,
-                Error::ManifestUnknown(format!("{}:{reference}", t.repo)),
-            ));
+            return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{reference}", t.repo))));
         }
         let limit = self.settings.max_manifest_size;
-        let length = header_str(resp.headers(), http::header::CONTENT_LENGTH)
-            .and_then(|v| v.parse::<u64>().ok());
+        let length = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if length.is_some_and(|l| l > limit) {
             return Err(up.bad(format!(
                 "manifest of {} bytes exceeds max_manifest_size ({limit})",
@@ -307,8 +271,7 @@ impl Cache {
             ),
             None => None,
         };
-        let content_type =
-            header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
+        let content_type = header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
         let bytes = read_small(resp.into_body(), limit as usize, up.config.idle_timeout)
             .await
             .map_err(|e| up.bad(format!("manifest body: {e}")))?;
@@ -333,8 +296,7 @@ impl Cache {
             (None, Some(d)) => d,
             (None, None) => Digest::sha256_of(&bytes),
         };
-        let parsed =
-            manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
+        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
         let now = now_ms();
         let record = ManifestRecord {
             media_type: parsed.media_type.clone(),

@@ -197,23 +197,14 @@ impl Cache {
     }
 
     /// A blob's size for a HEAD, without downloading it when it is not cached.
-    pub async fn blob_size(
-        self: &Arc<Self>,
-        t: &Target,
-        d: &Digest,
-    ) -> Result<(Option<u64>, Outcome)> {
+    pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
         if let Some((_, size)) = self.store.blobs.open_read(d).await? {
             return Ok((Some(size), Outcome::Hit));
         }
         if self.settings.offline {
             return Err(Error::BlobUnknown);
         }
-        let in_flight = self
-            .fills
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(d)
-            .cloned();
+        let in_flight = self.fills.lock().unwrap_or_else(|p| p.into_inner()).get(d).cloned();
         if let Some(fill) = in_flight {
             let state = fill.started().await;
             if let fill::Phase::Failed(e) = state.phase {
@@ -223,18 +214,12 @@ impl Cache {
         }
         let up = &t.upstream;
         let resp = up
-            .send(
-                Method::HEAD,
-                &format!("/v2/{}/blobs/{d}", t.repo),
-                None,
-                &t.repo,
-            )
+            .send(Method::HEAD, &format!("/v2/{}/blobs/{d}", t.repo), None, &t.repo)
             .await?;
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
-        let size =
-            header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         Ok((size, Outcome::Miss))
     }
 

@@ -13,26 +13,11 @@ use crate::cache::{follow, BlobSource, Outcome, Target};
 use crate::error::{Error, Result};
 use crate::oci::{media, Digest};
 
-pub async fn get(
-    app: &Arc<App>,
-    t: &Target,
-    digest: &str,
-    req: &HeaderMap,
-    head: bool,
-) -> Result<Response<Body>> {
-    let d: Digest = digest
-        .parse()
-        .map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
+    let d: Digest = digest.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
     if head {
         let (size, outcome) = app.cache.blob_size(t, &d).await?;
-        return Ok(respond(
-            StatusCode::OK,
-            &d,
-            size,
-            None,
-            Body::empty(),
-            outcome,
-        ));
+        return Ok(respond(StatusCode::OK, &d, size, None, Body::empty(), outcome));
     }
     let (src, outcome) = app.cache.blob(t, &d).await?;
     let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -69,13 +54,7 @@ pub async fn get(
                 Ok(respond(StatusCode::OK, &d, Some(size), None, body, outcome))
             }
             RangeRequest::Partial(r) => {
-                let body = follow::following(
-                    fill,
-                    committed_path,
-                    r.start,
-                    Some(r.end + 1),
-                    Some(r.len()),
-                );
+                let body = follow::following(fill, committed_path, r.start, Some(r.end + 1), Some(r.len()));
                 Ok(respond(
                     StatusCode::PARTIAL_CONTENT,
                     &d,
@@ -111,10 +90,7 @@ fn respond(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(media::OCTET_STREAM),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::OCTET_STREAM));
     if let Some(len) = len {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }

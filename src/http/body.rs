@@ -41,10 +41,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -56,9 +53,10 @@ impl http_body::Body for Body {
                     Poll::Ready(Some(Ok(Frame::data(b))))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) if remaining.is_some_and(|r| r > 0) => Poll::Ready(Some(Err(
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "body ended early"),
-                ))),
+                Poll::Ready(None) if remaining.is_some_and(|r| r > 0) => Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "body ended early",
+                )))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -77,12 +75,8 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Stream {
-                remaining: Some(r), ..
-            } => SizeHint::with_exact(*r),
-            Body::Stream {
-                remaining: None, ..
-            } => SizeHint::default(),
+            Body::Stream { remaining: Some(r), .. } => SizeHint::with_exact(*r),
+            Body::Stream { remaining: None, .. } => SizeHint::default(),
         }
     }
 }

@@ -35,11 +35,7 @@ pub async fn tags(
             resp.headers_mut().insert(header::LINK, v);
         }
     }
-    if let Some(w) = answer
-        .warning
-        .as_deref()
-        .and_then(|w| HeaderValue::from_str(w).ok())
-    {
+    if let Some(w) = answer.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
         resp.headers_mut().insert(header::WARNING, w);
     }
     set_outcome(&mut resp, answer.outcome);
@@ -47,11 +43,7 @@ pub async fn tags(
 }
 
 /// The tags after `last`, at most `n` of them, and whether more follow.
-fn paginate<'a>(
-    sorted: &'a [String],
-    last: Option<&str>,
-    n: Option<usize>,
-) -> (&'a [String], bool) {
+fn paginate<'a>(sorted: &'a [String], last: Option<&str>, n: Option<usize>) -> (&'a [String], bool) {
     let start = last.map_or(0, |l| sorted.partition_point(|t| t.as_str() <= l));
     let rest = &sorted[start..];
     match n {
@@ -67,34 +59,22 @@ pub async fn referrers(
     query: Option<&str>,
     head: bool,
 ) -> Result<Response<Body>> {
-    let d: Digest = digest
-        .parse()
-        .map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+    let d: Digest = digest.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
     let answer = app.cache.referrers(t, &d).await?;
     let filter = query_param(query, "artifactType");
     let mut list = answer.items;
     if let Some(f) = &filter {
         list.retain(|r| r.artifact_type.as_deref() == Some(f.as_str()));
     }
-    let body =
-        serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": list })
-            .to_string();
+    let body = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": list }).to_string();
     let mut resp = json_response(StatusCode::OK, body, head);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(media::OCI_INDEX),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media::OCI_INDEX));
     if filter.is_some() {
-        resp.headers_mut().insert(
-            OCI_FILTERS_APPLIED,
-            HeaderValue::from_static("artifactType"),
-        );
+        resp.headers_mut()
+            .insert(OCI_FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
     }
-    if let Some(w) = answer
-        .warning
-        .as_deref()
-        .and_then(|w| HeaderValue::from_str(w).ok())
-    {
+    if let Some(w) = answer.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
         resp.headers_mut().insert(header::WARNING, w);
     }
     set_outcome(&mut resp, answer.outcome);

@@ -14,24 +14,12 @@ use crate::error::{Error, Result};
 use crate::oci::media::AcceptClass;
 use crate::oci::{name, Digest};
 
-pub async fn get(
-    app: &Arc<App>,
-    t: &Target,
-    reference: &str,
-    req: &HeaderMap,
-    head: bool,
-) -> Result<Response<Body>> {
+pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
     let answer = if reference.contains(':') {
-        let d: Digest = reference
-            .parse()
-            .map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+        let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
         app.cache.manifest_by_digest(t, &d).await?
     } else if name::is_valid_tag(reference) {
-        let class = AcceptClass::from_accept(
-            req.get_all(header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-        );
+        let class = AcceptClass::from_accept(req.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
         app.cache.manifest_by_tag(t, reference, class).await?
     } else {
         return Err(Error::ManifestUnknown(
@@ -58,11 +46,7 @@ pub async fn get(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.digest)) {
         h.insert(header::ETAG, v);
     }
-    if let Some(w) = answer
-        .warning
-        .as_deref()
-        .and_then(|w| HeaderValue::from_str(w).ok())
-    {
+    if let Some(w) = answer.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
         h.insert(header::WARNING, w);
     }
     set_outcome(&mut resp, answer.outcome);

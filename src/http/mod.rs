@@ -86,11 +86,7 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>>
         ));
     }
     if route.endpoint == Endpoint::Base {
-        return Ok(json_response(
-            StatusCode::OK,
-            "{}".into(),
-            req.method() == Method::HEAD,
-        ));
+        return Ok(json_response(StatusCode::OK, "{}".into(), req.method() == Method::HEAD));
     }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
@@ -99,19 +95,13 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>>
     span.record("repo", target.repo.as_str());
     let head = req.method() == Method::HEAD;
     let resp = match &route.endpoint {
-        Endpoint::Manifest(reference) => {
-            manifests::get(app, &target, reference, req.headers(), head).await
-        }
+        Endpoint::Manifest(reference) => manifests::get(app, &target, reference, req.headers(), head).await,
         Endpoint::Blob(digest) => blobs::get(app, &target, digest, req.headers(), head).await,
         Endpoint::Tags => lists::tags(app, &target, &route.name, query, head).await,
         Endpoint::Referrers(digest) => lists::referrers(app, &target, digest, query, head).await,
         Endpoint::Base | Endpoint::Upload => unreachable!("handled above"),
     }?;
-    if let Some(c) = resp
-        .headers()
-        .get(headers::CACHE_STATUS)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(c) = resp.headers().get(headers::CACHE_STATUS).and_then(|v| v.to_str().ok()) {
         span.record("cache", c);
     }
     Ok(resp)
@@ -119,36 +109,26 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>>
 
 fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {
     let len = body.len();
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::full(body)
-    };
+    let body = if head { Body::empty() } else { Body::full(body) };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
 fn set_outcome(resp: &mut Response<Body>, outcome: Outcome) {
-    resp.headers_mut().insert(
-        headers::CACHE_STATUS,
-        HeaderValue::from_static(outcome.as_str()),
-    );
+    resp.headers_mut()
+        .insert(headers::CACHE_STATUS, HeaderValue::from_static(outcome.as_str()));
 }
 
 /// The first value of a query parameter, percent-decoded.
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == key)
-            .then(|| percent_decode(v))
-            .flatten()
+        (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
     })
 }
 

@@ -99,9 +99,6 @@ mod tests {
         assert_eq!(evaluate(Some("items=0-1"), 10), RangeRequest::Whole);
         assert_eq!(evaluate(Some("bytes=x-1"), 10), RangeRequest::Whole);
         assert_eq!(ByteRange { start: 2, end: 4 }.len(), 3);
-        assert_eq!(
-            ByteRange { start: 2, end: 4 }.content_range(10),
-            "bytes 2-4/10"
-        );
+        assert_eq!(ByteRange { start: 2, end: 4 }.content_range(10), "bytes 2-4/10");
     }
 }

@@ -102,10 +102,7 @@ mod tests {
         );
         assert_eq!(
             r("/v2/docker.io/library/alpine/blobs/sha256:x"),
-            (
-                "docker.io/library/alpine".into(),
-                Endpoint::Blob("sha256:x".into())
-            )
+            ("docker.io/library/alpine".into(), Endpoint::Blob("sha256:x".into()))
         );
         assert_eq!(
             r("/v2/a/manifests/b/blobs/x"),

@@ -126,32 +126,17 @@ url = "http://127.0.0.1:5001"
             r("alpine", None).unwrap(),
             ("docker.io".into(), "library/alpine".into())
         );
-        assert_eq!(
-            r("org/app", None).unwrap(),
-            ("docker.io".into(), "org/app".into())
-        );
-        assert_eq!(
-            r("ghcr.io/x", Some("docker.io")).map(|t| t.1).unwrap(),
-            "ghcr.io/x"
-        );
+        assert_eq!(r("org/app", None).unwrap(), ("docker.io".into(), "org/app".into()));
+        assert_eq!(r("ghcr.io/x", Some("docker.io")).map(|t| t.1).unwrap(), "ghcr.io/x");
     }
 
     #[test]
     fn refuses_undeclared_upstreams_and_bad_names() {
-        assert!(matches!(
-            r("alpine", Some("evil.example")),
-            Err(Error::NameUnknown(_))
-        ));
-        assert!(matches!(
-            r("evil.example/x", None),
-            Err(Error::NameUnknown(_))
-        ));
+        assert!(matches!(r("alpine", Some("evil.example")), Err(Error::NameUnknown(_))));
+        assert!(matches!(r("evil.example/x", None), Err(Error::NameUnknown(_))));
         assert!(matches!(r("localhost/x", None), Err(Error::NameUnknown(_))));
         assert!(matches!(r("Alpine", None), Err(Error::NameInvalid(_))));
-        assert!(matches!(
-            r("docker.io/..", None),
-            Err(Error::NameInvalid(_))
-        ));
+        assert!(matches!(r("docker.io/..", None), Err(Error::NameInvalid(_))));
         assert!(matches!(r("a//b", None), Err(Error::NameInvalid(_))));
     }
 }

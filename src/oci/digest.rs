@@ -73,11 +73,7 @@ impl FromStr for Digest {
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            other => {
-                return Err(DigestError::UnsupportedAlgorithm(
-                    other.chars().take(32).collect(),
-                ))
-            }
+            other => return Err(DigestError::UnsupportedAlgorithm(other.chars().take(32).collect())),
         };
         let expected = algorithm.hex_len();
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);

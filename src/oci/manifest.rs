@@ -58,10 +58,7 @@ pub struct ManifestError(#[from] serde_json::Error);
 impl Parsed {
     /// Every digest this manifest points at: config, layers, children, but not its subject.
     pub fn references(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config
-            .iter()
-            .chain(&self.layers)
-            .chain(&self.manifests)
+        self.config.iter().chain(&self.layers).chain(&self.manifests)
     }
 }
 
@@ -71,12 +68,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
     let raw: Raw = serde_json::from_slice(bytes)?;
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or_default().trim())
-        .filter(|c| {
-            !c.is_empty()
-                && *c != "application/json"
-                && *c != media::OCTET_STREAM
-                && *c != "text/plain"
-        });
+        .filter(|c| !c.is_empty() && *c != "application/json" && *c != media::OCTET_STREAM && *c != "text/plain");
     let media_type = match (header, &raw.media_type) {
         (Some(h), _) => h.to_owned(),
         (None, Some(m)) => m.clone(),
@@ -122,10 +114,7 @@ mod tests {
         );
         let p = parse(body.as_bytes(), None).unwrap();
         assert_eq!(p.media_type, media::OCI_MANIFEST);
-        assert_eq!(
-            p.artifact_type.as_deref(),
-            Some("application/vnd.dev.cosign.v1+json")
-        );
+        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.dev.cosign.v1+json"));
         let refs: Vec<String> = p.references().map(|r| r.digest.to_string()).collect();
         assert_eq!(refs, [d('a'), d('b')]);
         assert_eq!(p.subject.unwrap().digest.to_string(), d('c'));
@@ -146,8 +135,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests_inside() {
-        let body =
-            r#"{"schemaVersion":2,"layers":[{"mediaType":"x","digest":"sha256:nothex","size":1}]}"#;
+        let body = r#"{"schemaVersion":2,"layers":[{"mediaType":"x","digest":"sha256:nothex","size":1}]}"#;
         assert!(parse(body.as_bytes(), None).is_err());
         assert!(parse(b"not json", None).is_err());
     }

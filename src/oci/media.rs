@@ -37,12 +37,7 @@ impl AcceptClass {
         for item in values.into_iter().flat_map(|v| v.split(',')) {
             let mut parts = item.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                matches!(
-                    p.replace(' ', "").as_str(),
-                    "q=0" | "q=0.0" | "q=0.00" | "q=0.000"
-                )
-            });
+            let refused = parts.any(|p| matches!(p.replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             if refused {
                 continue;
             }
@@ -103,8 +98,7 @@ mod tests {
     #[test]
     fn classes_differ_by_accepted_types() {
         let docker = AcceptClass::from_accept([DOCKER_MANIFEST]);
-        let both =
-            AcceptClass::from_accept([&format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9") as &str]);
+        let both = AcceptClass::from_accept([&format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9") as &str]);
         assert_ne!(docker, both);
         assert!(docker.accepts(DOCKER_MANIFEST));
         assert!(!docker.accepts(OCI_MANIFEST));

@@ -38,10 +38,7 @@ impl Blobs {
     /// `blobs/<alg>/<first two hex>/<hex>`: built only from a validated digest.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.blobs_dir
-            .join(digest.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
+        self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
     }
 
     /// The committed blob and its size, if present.
@@ -84,16 +81,10 @@ impl Blobs {
 
     /// Verifies and publishes an ingest: fsync, compare digest (and size when known), rename
     /// into place, fsync the directory. On any mismatch the temporary file is removed.
-    pub async fn commit(
-        &self,
-        mut ingest: Ingest,
-        expected: &Digest,
-        size: Option<u64>,
-    ) -> Result<u64, CommitError> {
+    pub async fn commit(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> Result<u64, CommitError> {
         let result = async {
             ingest.file.flush().await?;
-            let actual =
-                std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
+            let actual = std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
             if &actual != expected {
                 return Err(CommitError::Mismatch(format!(
                     "got {actual} after {} bytes",
@@ -164,14 +155,10 @@ impl Blobs {
     }
 }
 
-fn read_dir_or_empty(
-    p: &Path,
-) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
+fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
     match std::fs::read_dir(p) {
         Ok(rd) => Ok(Box::new(rd)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
-        {
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
             Ok(Box::new(std::iter::empty()))
         }
         Err(e) => Err(e),
@@ -251,10 +238,7 @@ mod tests {
             Err(CommitError::Mismatch(_))
         ));
         assert!(blobs.open_read(&other).await.unwrap().is_none());
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(blobs.list().unwrap(), vec![(good, 5)]);
     }
 

@@ -124,10 +124,7 @@ fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()
 impl Index {
     pub fn open(dir: &Path) -> Result<Index> {
         // A bounded page cache: the index holds small records and must not grow the RSS.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
         Ok(Index {
             blobs: db.open_tree("blobs")?,
             manifests: db.open_tree("manifests")?,
@@ -238,24 +235,11 @@ impl Index {
 
     // === tags ===
 
-    pub fn tag(
-        &self,
-        upstream: &str,
-        repo: &str,
-        tag: &str,
-        class: &str,
-    ) -> Result<Option<TagRecord>> {
+    pub fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
         get(&self.tags, key(&[upstream, repo, tag, class]))
     }
 
-    pub fn put_tag(
-        &self,
-        upstream: &str,
-        repo: &str,
-        tag: &str,
-        class: &str,
-        r: &TagRecord,
-    ) -> Result<()> {
+    pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
         put(&self.tags, key(&[upstream, repo, tag, class]), r)
     }
 
@@ -274,11 +258,7 @@ impl Index {
         for k in self.tags.scan_prefix(&prefix).keys() {
             let k = k?;
             let rest = &k[prefix.len()..];
-            if let Some(tag) = rest
-                .split(|b| *b == 0)
-                .next()
-                .and_then(|t| std::str::from_utf8(t).ok())
-            {
+            if let Some(tag) = rest.split(|b| *b == 0).next().and_then(|t| std::str::from_utf8(t).ok()) {
                 out.push(tag.to_owned());
             }
         }
@@ -297,30 +277,12 @@ impl Index {
 
     // === referrers ===
 
-    pub fn referrers(
-        &self,
-        upstream: &str,
-        repo: &str,
-        subject: &Digest,
-    ) -> Result<Option<ReferrerList>> {
-        get(
-            &self.referrers,
-            key(&[upstream, repo, &subject.to_string()]),
-        )
+    pub fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>> {
+        get(&self.referrers, key(&[upstream, repo, &subject.to_string()]))
     }
 
-    pub fn put_referrers(
-        &self,
-        upstream: &str,
-        repo: &str,
-        subject: &Digest,
-        list: &ReferrerList,
-    ) -> Result<()> {
-        put(
-            &self.referrers,
-            key(&[upstream, repo, &subject.to_string()]),
-            list,
-        )
+    pub fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
+        put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)
     }
 
     // === access tracking ===

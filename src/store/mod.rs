@@ -28,12 +28,8 @@ pub struct Reconciled {
 
 impl Store {
     pub fn open(data_dir: &Path) -> Result<(Store, Reconciled)> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create data_dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::Internal(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
         let blobs = Blobs::open(data_dir)?;
         let index = Index::open(&data_dir.join("index"))?;
         let store = Store { blobs, index };

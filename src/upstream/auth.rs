@@ -89,10 +89,7 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 
 pub fn basic_header(c: &Credentials) -> String {
     let raw = format!("{}:{}", c.username, c.password);
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// The body of a token endpoint's answer (docker token spec and OAuth2 both).
@@ -147,17 +144,11 @@ impl TokenCache {
     }
 
     pub fn forget(&self, scope: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(scope);
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
     }
 
     pub fn last_challenge(&self) -> Option<Challenge> {
-        self.challenge
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.challenge.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_challenge(&self, c: Challenge) {
@@ -190,9 +181,7 @@ mod tests {
             r#"Basic realm="x", Bearer realm=https://a/t, scope="repository:a:pull,push", service="s \"q\"""#,
         ]);
         assert_eq!(c, Some(Challenge::Basic));
-        let c = parse_challenge([
-            r#"bearer realm=https://a/t, scope="repository:a:pull,push", service="s \"q\"""#,
-        ]);
+        let c = parse_challenge([r#"bearer realm=https://a/t, scope="repository:a:pull,push", service="s \"q\"""#]);
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -208,12 +197,8 @@ mod tests {
 
     #[test]
     fn token_lifetimes_keep_a_margin() {
-        let t: TokenResponse =
-            serde_json::from_str(r#"{"access_token":"abc","expires_in":300}"#).unwrap();
-        assert_eq!(
-            t.into_token(),
-            Some(("abc".into(), Duration::from_secs(270)))
-        );
+        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.into_token(), Some(("abc".into(), Duration::from_secs(270))));
         let t: TokenResponse = serde_json::from_str(r#"{"token":"abc"}"#).unwrap();
         assert_eq!(t.into_token().unwrap().1, Duration::from_secs(54));
         let t: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();

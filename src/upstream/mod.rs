@@ -46,9 +46,7 @@ impl Upstreams {
     /// The upstream known by this name or alias (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
         let name = name.to_ascii_lowercase();
-        self.all
-            .iter()
-            .find(|u| u.config.names().any(|n| n == name))
+        self.all.iter().find(|u| u.config.names().any(|n| n == name))
     }
 
     pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
@@ -77,16 +75,10 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig> {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &config.ca_file {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
-            Error::Internal(format!(
-                "upstream {}: ca_file {}: {e}",
-                config.name,
-                path.display()
-            ))
-        })?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::Internal(format!("upstream {}: ca_file {}: {e}", config.name, path.display())))?;
         for cert in certs {
-            let cert = cert
-                .map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
+            let cert = cert.map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
             roots
                 .add(cert)
                 .map_err(|e| Error::Internal(format!("upstream {}: ca_file: {e}", config.name)))?;
@@ -129,6 +121,11 @@ impl Upstream {
 
     /// Sends `method` to `path` (`/v2/…`), authenticating for pull access to `repo` and
     /// following redirects. The answer's status is the caller's to judge.
+    ///
+    /// A token is only ever sent to the host that asked for it: the distribution-spec forbids
+    /// forwarding `Authorization` across hosts, and a blob host a registry redirects to may
+    /// challenge on its own (registry.k8s.io's backends do). The configured credentials go
+    /// only to the realm named by the upstream's own challenge.
     pub async fn send(
         &self,
         method: Method,
@@ -136,51 +133,74 @@ impl Upstream {
         accept: Option<&str>,
         repo: &str,
     ) -> Result<Response<Incoming>> {
-        let uri = self.uri(path)?;
         let scope = format!("repository:{repo}:pull");
-        let mut authorization = self.cached_authorization(&scope).await?;
-        let resp = self
-            .follow(&method, uri.clone(), accept, authorization.as_deref())
-            .await?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
-        }
-        let challenge = auth::parse_challenge(
-            resp.headers()
-                .get_all(header::WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-        );
-        let had_token = authorization.is_some();
-        self.tokens.forget(&scope);
-        authorization = match challenge {
-            Some(c @ Challenge::Bearer { .. }) => {
-                self.tokens.set_challenge(c.clone());
-                Some(self.fetch_token(&c, &scope).await?)
+        let mut uri = self.uri(path)?;
+        let home = origin(&uri);
+        let (mut hops, mut challenges) = (0, 0);
+        loop {
+            let authorization = self.authorization_for(&uri, &home, &scope).await?;
+            let resp = self.send_once(&method, &uri, accept, authorization.as_deref()).await?;
+            if is_redirect(&resp) {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(self.bad(format!("more than {MAX_REDIRECTS} redirects")));
+                }
+                uri = self.next_hop(&uri, &resp)?;
+                continue;
             }
-            Some(Challenge::Basic) if !had_token => match &self.config.credentials {
-                Some(c) => Some(auth::basic_header(c)),
-                None => return Ok(resp),
-            },
-            _ => return Ok(resp),
-        };
-        self.follow(&method, uri, accept, authorization.as_deref())
-            .await
+            if resp.status() != StatusCode::UNAUTHORIZED || challenges == 2 {
+                return Ok(resp);
+            }
+            challenges += 1;
+            let at_home = origin(&uri) == home;
+            let key = token_key(&uri, &scope);
+            self.tokens.forget(&key);
+            let challenge = auth::parse_challenge(
+                resp.headers()
+                    .get_all(header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            match challenge {
+                Some(c @ Challenge::Bearer { .. }) => {
+                    if at_home {
+                        self.tokens.set_challenge(c.clone());
+                    }
+                    self.fetch_token(&c, &scope, &key, at_home).await?;
+                }
+                Some(Challenge::Basic) if at_home && authorization.is_none() && self.config.credentials.is_some() => {
+                    self.tokens.set_challenge(Challenge::Basic);
+                }
+                _ => return Ok(resp),
+            }
+        }
     }
 
-    /// A token for `scope` if one is cached or can be fetched without being challenged first.
-    async fn cached_authorization(&self, scope: &str) -> Result<Option<String>> {
-        if let Some(t) = self.tokens.get(scope) {
+    /// What to send to `uri`: a cached token for its host, or for the upstream's own host a
+    /// token fetched ahead (the upstream challenged before) or Basic credentials.
+    async fn authorization_for(&self, uri: &Uri, home: &str, scope: &str) -> Result<Option<String>> {
+        let key = token_key(uri, scope);
+        if let Some(t) = self.tokens.get(&key) {
             return Ok(Some(format!("Bearer {t}")));
         }
+        if origin(uri) != home {
+            return Ok(None);
+        }
         match self.tokens.last_challenge() {
-            Some(c @ Challenge::Bearer { .. }) => self.fetch_token(&c, scope).await.map(Some),
+            Some(c @ Challenge::Bearer { .. }) => self.fetch_token(&c, scope, &key, true).await.map(Some),
             Some(Challenge::Basic) => Ok(self.config.credentials.as_ref().map(auth::basic_header)),
             None => Ok(None),
         }
     }
 
-    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<String> {
+    /// Gets a token from a bearer challenge's realm and caches it under `key`.
+    async fn fetch_token(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+        key: &str,
+        with_credentials: bool,
+    ) -> Result<String> {
         let Challenge::Bearer { realm, service, .. } = challenge else {
             return Err(Error::internal("not a bearer challenge"));
         };
@@ -189,22 +209,31 @@ impl Upstream {
             query.insert(0, format!("service={}", encode_query(s)));
         }
         let sep = if realm.contains('?') { '&' } else { '?' };
-        let uri: Uri = format!("{realm}{sep}{}", query.join("&"))
+        let mut uri: Uri = format!("{realm}{sep}{}", query.join("&"))
             .parse()
             .map_err(|e| self.bad(format!("token realm {realm:?}: {e}")))?;
         if !matches!(uri.scheme_str(), Some("https") | Some("http")) {
             return Err(self.bad(format!("token realm {realm:?} is not an http(s) URL")));
         }
-        // Credentials go to the realm the registry named: that is where the registry expects them.
-        let basic = self.config.credentials.as_ref().map(auth::basic_header);
-        let resp = self
-            .follow(
-                &Method::GET,
-                uri,
-                Some("application/json"),
-                basic.as_deref(),
-            )
-            .await?;
+        let realm_origin = origin(&uri);
+        let basic = self
+            .config
+            .credentials
+            .as_ref()
+            .filter(|_| with_credentials)
+            .map(auth::basic_header);
+        let mut hops = 0;
+        let resp = loop {
+            let auth = basic.as_deref().filter(|_| origin(&uri) == realm_origin);
+            let resp = self
+                .send_once(&Method::GET, &uri, Some("application/json"), auth)
+                .await?;
+            if !is_redirect(&resp) || hops == MAX_REDIRECTS {
+                break resp;
+            }
+            hops += 1;
+            uri = self.next_hop(&uri, &resp)?;
+        };
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED => {
@@ -219,12 +248,7 @@ impl Upstream {
                     self.name()
                 )))
             }
-            _ => {
-                return Err(self.status_error(
-                    &resp,
-                    Error::Unauthorized("token service: not found".into()),
-                ))
-            }
+            _ => return Err(self.status_error(&resp, Error::Unauthorized("token service: not found".into()))),
         }
         let body = read_small(resp.into_body(), 64 * 1024, self.config.idle_timeout)
             .await
@@ -233,72 +257,46 @@ impl Upstream {
             .ok()
             .and_then(auth::TokenResponse::into_token)
             .ok_or_else(|| self.bad("token response has no token".into()))?;
-        self.tokens.put(scope, token.clone(), life);
+        self.tokens.put(key, token.clone(), life);
         Ok(format!("Bearer {token}"))
     }
 
-    /// Sends one request and follows up to five redirects. `Authorization` goes only to the
-    /// host it was meant for (the distribution-spec forbids forwarding it across hosts), and
-    /// an https upstream is never downgraded to http by a redirect.
-    async fn follow(
+    /// One request, bounded by the response timeout.
+    async fn send_once(
         &self,
         method: &Method,
-        mut uri: Uri,
+        uri: &Uri,
         accept: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<Response<Incoming>> {
-        let origin = (
-            uri.scheme_str().map(str::to_owned),
-            uri.authority().cloned(),
-        );
-        for _ in 0..=MAX_REDIRECTS {
-            let same_host = (
-                uri.scheme_str().map(str::to_owned),
-                uri.authority().cloned(),
-            ) == origin;
-            let mut req = Request::builder()
-                .method(method.clone())
-                .uri(uri.clone())
-                .header(header::USER_AGENT, USER_AGENT);
-            if let Some(a) = accept {
-                req = req.header(header::ACCEPT, a);
-            }
-            if let (Some(a), true) = (authorization, same_host) {
-                req = req.header(header::AUTHORIZATION, a);
-            }
-            let req = req
-                .body(Empty::new())
-                .map_err(|e| self.bad(e.to_string()))?;
-            let resp =
-                match tokio::time::timeout(self.config.response_timeout, self.client.request(req))
-                    .await
-                {
-                    Err(_) => {
-                        return Err(self.timeout(format!(
-                            "no response within {:?}",
-                            self.config.response_timeout
-                        )))
-                    }
-                    Ok(Err(e)) => return Err(self.unavailable(&e)),
-                    Ok(Ok(r)) => r,
-                };
-            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
-                return Ok(resp);
-            }
-            let next = resp
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| self.bad(format!("{} without Location", resp.status())))?;
-            let next = resolve(&uri, next)
-                .ok_or_else(|| self.bad(format!("bad redirect Location {next:?}")))?;
-            if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
-                return Err(self.bad(format!("refusing redirect from https to {next}")));
-            }
-            tracing::debug!(upstream = %self.name(), from = %uri.path(), to_host = ?next.host(), "following redirect");
-            uri = next;
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
+            .header(header::USER_AGENT, USER_AGENT);
+        if let Some(a) = accept {
+            req = req.header(header::ACCEPT, a);
         }
-        Err(self.bad(format!("more than {MAX_REDIRECTS} redirects")))
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
+        match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
+            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Where a redirect points; an https upstream is never downgraded to http.
+    fn next_hop<B>(&self, from: &Uri, resp: &Response<B>) -> Result<Uri> {
+        let location = header_str(resp.headers(), header::LOCATION)
+            .ok_or_else(|| self.bad(format!("{} without Location", resp.status())))?;
+        let next = resolve(from, location).ok_or_else(|| self.bad(format!("bad redirect Location {location:?}")))?;
+        if from.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+            return Err(self.bad(format!("refusing redirect from https to {next}")));
+        }
+        tracing::debug!(upstream = %self.name(), from = %from.path(), to_host = ?next.host(), "following redirect");
+        Ok(next)
     }
 
     fn uri(&self, path: &str) -> Result<Uri> {
@@ -318,19 +316,17 @@ impl Upstream {
             StatusCode::UNAUTHORIZED => {
                 Error::Unauthorized(format!("upstream {} requires authentication", self.name()))
             }
-            StatusCode::FORBIDDEN => {
-                Error::Denied(format!("upstream {} denied access", self.name()))
-            }
+            StatusCode::FORBIDDEN => Error::Denied(format!("upstream {} denied access", self.name())),
             StatusCode::TOO_MANY_REQUESTS => Error::TooManyRequests {
                 upstream: self.name().to_owned(),
                 retry_after: header_str(resp.headers(), header::RETRY_AFTER).map(str::to_owned),
             },
-            StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => Error::UpstreamUnavailable {
-                upstream: self.name().to_owned(),
-                detail: format!("status {status}"),
-            },
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                Error::UpstreamUnavailable {
+                    upstream: self.name().to_owned(),
+                    detail: format!("status {status}"),
+                }
+            }
             _ => self.bad(format!("unexpected status {status}")),
         }
     }
@@ -367,6 +363,24 @@ pub fn header_str(headers: &HeaderMap<HeaderValue>, name: header::HeaderName) ->
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn is_redirect<B>(resp: &Response<B>) -> bool {
+    resp.status().is_redirection() && resp.status() != StatusCode::NOT_MODIFIED
+}
+
+/// `scheme://authority`: the unit a credential belongs to.
+fn origin(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or(""),
+        uri.authority().map(|a| a.as_str()).unwrap_or("")
+    )
+}
+
+/// Tokens are cached per host and scope.
+fn token_key(uri: &Uri, scope: &str) -> String {
+    format!("{} {scope}", origin(uri))
+}
+
 /// Resolves a `Location` value against the URL that answered with it.
 fn resolve(base: &Uri, location: &str) -> Option<Uri> {
     if location.starts_with("http://") || location.starts_with("https://") {
@@ -400,11 +414,7 @@ fn encode_query(s: &str) -> String {
 }
 
 /// Reads a small body whole, refusing more than `limit` bytes and idle gaps over `idle`.
-pub async fn read_small(
-    mut body: Incoming,
-    limit: usize,
-    idle: Duration,
-) -> std::result::Result<Bytes, String> {
+pub async fn read_small(mut body: Incoming, limit: usize, idle: Duration) -> std::result::Result<Bytes, String> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     loop {
@@ -431,15 +441,10 @@ mod tests {
     fn resolves_locations() {
         let base: Uri = "https://r.example/v2/a/blobs/sha256:x".parse().unwrap();
         assert_eq!(
-            resolve(&base, "https://cdn.example/b?sig=1")
-                .unwrap()
-                .to_string(),
+            resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(),
             "https://cdn.example/b?sig=1"
         );
-        assert_eq!(
-            resolve(&base, "/other").unwrap().to_string(),
-            "https://r.example/other"
-        );
+        assert_eq!(resolve(&base, "/other").unwrap().to_string(), "https://r.example/other");
         assert_eq!(
             resolve(&base, "//cdn.example/x").unwrap().to_string(),
             "https://cdn.example/x"

@@ -33,10 +33,7 @@ async fn tag_lists_are_sorted_and_paginated_even_when_upstream_is_not() {
     assert_eq!(all.status, 200);
     assert_eq!(all.json()["name"], "team/app");
     assert_eq!(tags(&all), ["a", "b", "c", "d", "e"]);
-    assert!(
-        reg.count("GET", "/tags/list") >= 3,
-        "upstream pages were followed"
-    );
+    assert!(reg.count("GET", "/tags/list") >= 3, "upstream pages were followed");
 
     let page = get(&proxy.url("/v2/team/app/tags/list?n=2")).await;
     assert_eq!(tags(&page), ["a", "b"]);
@@ -74,11 +71,7 @@ async fn referrers_come_from_the_api_with_the_artifact_type_filter() {
         "team/app",
         None,
         OCI_MANIFEST,
-        signature(
-            &subject,
-            bytes.len(),
-            "application/vnd.dev.cosign.artifact.sig.v1+json",
-        ),
+        signature(&subject, bytes.len(), "application/vnd.dev.cosign.artifact.sig.v1+json"),
     );
     let sbom = reg.put_manifest(
         "team/app",
@@ -96,10 +89,7 @@ async fn referrers_come_from_the_api_with_the_artifact_type_filter() {
         .iter()
         .map(|m| m["digest"].as_str().unwrap().to_owned())
         .collect();
-    assert!(
-        digests.contains(&sig) && digests.contains(&sbom),
-        "{digests:?}"
-    );
+    assert!(digests.contains(&sig) && digests.contains(&sbom), "{digests:?}");
     assert_eq!(all.header("oci-filters-applied"), None);
 
     let filtered = get(&proxy.url(&format!(

@@ -4,6 +4,7 @@
 mod support;
 
 mod blobs;
+mod cli;
 mod lists;
 mod manifests;
 mod offline;

@@ -23,14 +23,8 @@ async fn manifests_are_served_byte_for_byte_with_their_headers() {
     assert_eq!(by_tag.status, 200);
     assert_eq!(by_tag.bytes(), &bytes);
     assert_eq!(by_tag.header("content-type"), Some(OCI_MANIFEST));
-    assert_eq!(
-        by_tag.header("docker-content-digest"),
-        Some(digest.as_str())
-    );
-    assert_eq!(
-        by_tag.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
+    assert_eq!(by_tag.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(by_tag.header("content-length"), Some(bytes.len().to_string().as_str()));
     assert_eq!(by_tag.cache(), "miss");
 
     let by_digest = get(&proxy.url(&format!("/v2/team/app/manifests/{digest}"))).await;
@@ -40,10 +34,7 @@ async fn manifests_are_served_byte_for_byte_with_their_headers() {
     let h = head(&proxy.url("/v2/team/app/manifests/v1")).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        h.header("content-length"),
-        Some(bytes.len().to_string().as_str())
-    );
+    assert_eq!(h.header("content-length"), Some(bytes.len().to_string().as_str()));
     assert!(h.bytes().is_empty());
     assert_eq!(
         reg.count("GET", "/manifests/"),
@@ -88,16 +79,9 @@ async fn accept_classes_are_cached_apart_and_docker_types_pass_unchanged() {
     )
     .await;
     assert_eq!(b.bytes().as_ref(), docker.as_bytes());
-    assert_eq!(
-        b.cache(),
-        "miss",
-        "another Accept class resolves on its own"
-    );
+    assert_eq!(b.cache(), "miss", "another Accept class resolves on its own");
     let log = reg.log();
-    let sent: Vec<_> = log
-        .iter()
-        .filter(|l| l.path.ends_with("/manifests/v1"))
-        .collect();
+    let sent: Vec<_> = log.iter().filter(|l| l.path.ends_with("/manifests/v1")).collect();
     assert_eq!(sent.len(), 2);
     let again = request(Method::GET, &url, &[("accept", DOCKER_MANIFEST)]).await;
     assert_eq!(again.cache(), "hit");
@@ -130,10 +114,7 @@ async fn tags_are_revalidated_with_head_after_their_ttl() {
     let (_dir, reg, proxy) = setup(Options::default(), "tag_ttl = \"0s\"").await;
     let (d1, _, _) = reg.put_image("team/app", "latest", &[10], 3);
     let url = proxy.url("/v2/team/app/manifests/latest");
-    assert_eq!(
-        get(&url).await.header("docker-content-digest"),
-        Some(d1.as_str())
-    );
+    assert_eq!(get(&url).await.header("docker-content-digest"), Some(d1.as_str()));
     let same = get(&url).await;
     assert_eq!(same.cache(), "revalidated");
     assert_eq!(reg.count("HEAD", "/manifests/latest"), 1);
@@ -209,12 +190,7 @@ async fn a_manifest_fetched_by_digest_is_checked_against_that_digest() {
     let (_dir, reg, proxy) = setup(Options::default(), "").await;
     // The registry answers this digest with other bytes (and their true digest).
     let wanted = sha256(b"what the client asked for");
-    reg.put_at(
-        "team/app",
-        &wanted,
-        OCI_MANIFEST,
-        r#"{"schemaVersion":2,"layers":[]}"#,
-    );
+    reg.put_at("team/app", &wanted, OCI_MANIFEST, r#"{"schemaVersion":2,"layers":[]}"#);
     let got = get(&proxy.url(&format!("/v2/team/app/manifests/{wanted}"))).await;
     assert_eq!(got.status, 502);
     let digest: entrepot::oci::Digest = wanted.parse().unwrap();

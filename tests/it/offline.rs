@@ -24,9 +24,7 @@ async fn cached_content_is_served_when_the_upstream_is_down() {
     assert_eq!(stale.cache(), "stale");
     assert_eq!(stale.bytes(), &bytes);
     assert!(
-        stale
-            .header("warning")
-            .is_some_and(|w| w.starts_with("299 ")),
+        stale.header("warning").is_some_and(|w| w.starts_with("299 ")),
         "{:?}",
         stale.header("warning")
     );
@@ -47,13 +45,7 @@ async fn stale_tags_are_not_served_past_max_staleness() {
     let dir = tempfile::tempdir().unwrap();
     let mut reg = TestRegistry::start().await;
     reg.put_image("team/app", "v1", &[10], 2);
-    let proxy = TestProxy::in_front_of(
-        dir.path(),
-        &reg,
-        "reg.test",
-        "tag_ttl = \"0s\"\nmax_staleness = \"0s\"",
-    )
-    .await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "tag_ttl = \"0s\"\nmax_staleness = \"0s\"").await;
     let url = proxy.url("/v2/team/app/manifests/v1");
     assert_eq!(get(&url).await.status, 200);
     reg.stop();
@@ -74,11 +66,7 @@ async fn upstream_5xx_and_429_also_fall_back_to_the_cached_tag() {
         reg.clear_faults();
         reg.fault("/manifests/v1", Fault::Status(status, retry));
         let got = get(&url).await;
-        assert_eq!(
-            (got.status.as_u16(), got.cache()),
-            (200, "stale"),
-            "upstream {status}"
-        );
+        assert_eq!((got.status.as_u16(), got.cache()), (200, "stale"), "upstream {status}");
         assert_eq!(got.header("docker-content-digest"), Some(d.as_str()));
     }
 }
@@ -89,10 +77,7 @@ async fn offline_mode_serves_the_cache_after_a_restart_and_never_dials() {
     let reg = TestRegistry::start().await;
     let (d, bytes, layers) = reg.put_image("team/app", "v1", &[3000], 4);
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
-    assert_eq!(
-        get(&proxy.url("/v2/team/app/manifests/v1")).await.status,
-        200
-    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v1")).await.status, 200);
     assert_eq!(
         get(&proxy.url(&format!("/v2/team/app/blobs/{}", layers[0])))
             .await
@@ -101,13 +86,7 @@ async fn offline_mode_serves_the_cache_after_a_restart_and_never_dials() {
     );
     proxy.stop().await;
 
-    let proxy = TestProxy::in_front_of(
-        dir.path(),
-        &reg,
-        "reg.test",
-        "offline = true\ntag_ttl = \"0s\"",
-    )
-    .await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "offline = true\ntag_ttl = \"0s\"").await;
     let before = reg.total_requests();
     let tag = get(&proxy.url("/v2/team/app/manifests/v1")).await;
     assert_eq!(tag.bytes(), &bytes);
@@ -119,12 +98,7 @@ async fn offline_mode_serves_the_cache_after_a_restart_and_never_dials() {
     let missing = get(&proxy.url("/v2/team/app/manifests/v2")).await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.error_code(), "MANIFEST_UNKNOWN");
-    let missing_blob =
-        get(&proxy.url(&format!("/v2/team/app/blobs/sha256:{}", "1".repeat(64)))).await;
+    let missing_blob = get(&proxy.url(&format!("/v2/team/app/blobs/sha256:{}", "1".repeat(64)))).await;
     assert_eq!(missing_blob.error_code(), "BLOB_UNKNOWN");
-    assert_eq!(
-        reg.total_requests(),
-        before,
-        "offline never contacts the upstream"
-    );
+    assert_eq!(reg.total_requests(), before, "offline never contacts the upstream");
 }

@@ -12,10 +12,7 @@ async fn base_endpoint_says_registry_v2() {
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
     let got = get(&proxy.url("/v2/")).await;
     assert_eq!(got.status, 200);
-    assert_eq!(
-        got.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
+    assert_eq!(got.header("docker-distribution-api-version"), Some("registry/2.0"));
 }
 
 #[tokio::test]
@@ -61,35 +58,15 @@ async fn malformed_requests_get_4xx_json_and_never_reach_upstream_or_disk() {
             400,
             "DIGEST_INVALID",
         ),
-        (
-            "/v2/team/app/blobs/sha256:ABCDEF".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            "/v2/team/app/manifests/sha256:zz".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            "/v2/team/app/referrers/notadigest".into(),
-            400,
-            "DIGEST_INVALID",
-        ),
+        ("/v2/team/app/blobs/sha256:ABCDEF".into(), 400, "DIGEST_INVALID"),
+        ("/v2/team/app/manifests/sha256:zz".into(), 400, "DIGEST_INVALID"),
+        ("/v2/team/app/referrers/notadigest".into(), 400, "DIGEST_INVALID"),
         ("/v2/../etc/manifests/latest".into(), 400, "NAME_INVALID"),
-        (
-            "/v2/%2e%2e/app/manifests/latest".into(),
-            400,
-            "NAME_INVALID",
-        ),
+        ("/v2/%2e%2e/app/manifests/latest".into(), 400, "NAME_INVALID"),
         ("/v2/Team/App/manifests/latest".into(), 400, "NAME_INVALID"),
         ("/v2/team//app/manifests/latest".into(), 400, "NAME_INVALID"),
         (format!("/v2/{long}/manifests/latest"), 400, "NAME_INVALID"),
-        (
-            "/v2/team/app/manifests/.hidden".into(),
-            404,
-            "MANIFEST_UNKNOWN",
-        ),
+        ("/v2/team/app/manifests/.hidden".into(), 404, "MANIFEST_UNKNOWN"),
         (
             format!("/v2/team/app/manifests/{}", "t".repeat(200)),
             404,
@@ -107,17 +84,11 @@ async fn malformed_requests_get_4xx_json_and_never_reach_upstream_or_disk() {
             continue;
         }
         assert_eq!(got.status.as_u16(), *status, "{path}");
-        assert_eq!(
-            got.header("content-type"),
-            Some("application/json"),
-            "{path}"
-        );
+        assert_eq!(got.header("content-type"), Some("application/json"), "{path}");
         assert_eq!(got.error_code(), *code, "{path}");
     }
     assert!(
-        reg.log()
-            .iter()
-            .all(|l| l.path.starts_with("/v2/team/app/tags/list")),
+        reg.log().iter().all(|l| l.path.starts_with("/v2/team/app/tags/list")),
         "{:?}",
         reg.log()
     );

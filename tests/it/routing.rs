@@ -16,15 +16,8 @@ async fn ns_prefix_and_default_routes_reach_the_right_upstream() {
     );
     let proxy = TestProxy::start(dir.path(), "default_upstream = \"a.test\"", &upstreams).await;
 
-    let digest = |g: &Got| {
-        g.header("docker-content-digest")
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(
-        digest(&get(&proxy.url("/v2/team/app/manifests/v1")).await),
-        da
-    );
+    let digest = |g: &Got| g.header("docker-content-digest").unwrap_or_default().to_owned();
+    assert_eq!(digest(&get(&proxy.url("/v2/team/app/manifests/v1")).await), da);
     assert_eq!(
         digest(&get(&proxy.url("/v2/team/app/manifests/v1?ns=b.test:5000")).await),
         db
@@ -33,10 +26,7 @@ async fn ns_prefix_and_default_routes_reach_the_right_upstream() {
         digest(&get(&proxy.url("/v2/b.test:5000/team/app/manifests/v1")).await),
         db
     );
-    assert_eq!(
-        digest(&get(&proxy.url("/v2/a.test/team/app/manifests/v1")).await),
-        da
-    );
+    assert_eq!(digest(&get(&proxy.url("/v2/a.test/team/app/manifests/v1")).await), da);
 
     let before = (a.total_requests(), b.total_requests());
     for url in [
@@ -70,11 +60,7 @@ async fn docker_hub_names_get_the_library_prefix() {
     ] {
         let got = get(&proxy.url(url)).await;
         assert_eq!(got.status, 200, "{url}");
-        assert_eq!(
-            got.header("docker-content-digest"),
-            Some(d.as_str()),
-            "{url}"
-        );
+        assert_eq!(got.header("docker-content-digest"), Some(d.as_str()), "{url}");
     }
     assert!(hub.log().iter().all(|l| !l.path.starts_with("/v2/alpine")));
 }

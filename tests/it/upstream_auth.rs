@@ -11,36 +11,18 @@ async fn bearer_tokens_are_fetched_with_credentials_and_reused() {
     })
     .await;
     let (d, _, layers) = reg.put_image("team/app", "v1", &[100, 200], 1);
-    let ups = upstream(
-        "reg.test",
-        &reg.url(),
-        "username = \"puller\"\npassword = \"s3cret\"",
-    );
+    let ups = upstream("reg.test", &reg.url(), "username = \"puller\"\npassword = \"s3cret\"");
     let proxy = TestProxy::start(dir.path(), "", &ups).await;
 
-    assert_eq!(
-        get(&proxy.url("/v2/team/app/manifests/v1")).await.status,
-        200
-    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v1")).await.status, 200);
     for l in &layers {
-        assert_eq!(
-            get(&proxy.url(&format!("/v2/team/app/blobs/{l}")))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(get(&proxy.url(&format!("/v2/team/app/blobs/{l}"))).await.status, 200);
     }
     assert_eq!(
-        get(&proxy.url(&format!("/v2/team/app/manifests/{d}")))
-            .await
-            .status,
+        get(&proxy.url(&format!("/v2/team/app/manifests/{d}"))).await.status,
         200
     );
-    assert_eq!(
-        reg.token_requests(),
-        1,
-        "one token for the repository's pull scope"
-    );
+    assert_eq!(reg.token_requests(), 1, "one token for the repository's pull scope");
 
     // A token that expired upstream is replaced, once.
     reg.expire_tokens();
@@ -52,15 +34,8 @@ async fn bearer_tokens_are_fetched_with_credentials_and_reused() {
     // Another repository is another scope: its token is fetched without a 401 first.
     reg.put_image("team/other", "v1", &[10], 3);
     let before_401 = reg.log().len();
-    assert_eq!(
-        get(&proxy.url("/v2/team/other/manifests/v1")).await.status,
-        200
-    );
-    assert_eq!(
-        reg.log().len() - before_401,
-        2,
-        "token request + manifest request"
-    );
+    assert_eq!(get(&proxy.url("/v2/team/other/manifests/v1")).await.status, 200);
+    assert_eq!(reg.log().len() - before_401, 2, "token request + manifest request");
 }
 
 #[tokio::test]
@@ -72,11 +47,7 @@ async fn wrong_credentials_answer_unauthorized() {
     })
     .await;
     reg.put_image("team/app", "v1", &[10], 4);
-    let ups = upstream(
-        "reg.test",
-        &reg.url(),
-        "username = \"puller\"\npassword = \"wrong\"",
-    );
+    let ups = upstream("reg.test", &reg.url(), "username = \"puller\"\npassword = \"wrong\"");
     let proxy = TestProxy::start(dir.path(), "", &ups).await;
     let got = get(&proxy.url("/v2/team/app/manifests/v1")).await;
     assert_eq!(got.status, 401);
@@ -97,16 +68,10 @@ async fn basic_auth_upstreams_get_basic_credentials() {
     let ups = upstream(
         "reg.test",
         &reg.url(),
-        &format!(
-            "username = \"u\"\npassword_file = {:?}",
-            pw.display().to_string()
-        ),
+        &format!("username = \"u\"\npassword_file = {:?}", pw.display().to_string()),
     );
     let proxy = TestProxy::start(&dir.path().join("data"), "", &ups).await;
-    assert_eq!(
-        get(&proxy.url("/v2/team/app/manifests/v1")).await.status,
-        200
-    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v1")).await.status, 200);
 }
 
 #[tokio::test]
@@ -127,8 +92,7 @@ async fn upstream_failures_with_nothing_cached_are_json_5xx() {
     let dir = tempfile::tempdir().unwrap();
     let mut reg = TestRegistry::start().await;
     let (_, _, layers) = reg.put_image("team/app", "v1", &[10], 7);
-    let ups = upstream("reg.test", &reg.url(), "")
-        .replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"");
+    let ups = upstream("reg.test", &reg.url(), "").replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"");
     let proxy = TestProxy::start(dir.path(), "", &ups).await;
 
     reg.fault("/manifests/v1", Fault::Status(500, None));

@@ -30,8 +30,7 @@ impl TestProxy {
             "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}",
             data_dir.display().to_string()
         );
-        let config =
-            entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let config = entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let app = entrepot::App::build(config).expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -48,12 +47,7 @@ impl TestProxy {
     }
 
     /// One upstream named `name` at the registry's URL, plus `extra` top-level keys.
-    pub async fn in_front_of(
-        data_dir: &Path,
-        registry: &TestRegistry,
-        name: &str,
-        extra: &str,
-    ) -> TestProxy {
+    pub async fn in_front_of(data_dir: &Path, registry: &TestRegistry, name: &str, extra: &str) -> TestProxy {
         TestProxy::start(data_dir, extra, &upstream(name, &registry.url(), "")).await
     }
 
@@ -99,9 +93,7 @@ pub struct Got {
 
 impl Got {
     pub fn bytes(&self) -> &Bytes {
-        self.body
-            .as_ref()
-            .unwrap_or_else(|e| panic!("body failed: {e}"))
+        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -113,16 +105,12 @@ impl Got {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(self.bytes())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(self.bytes()).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// The distribution-spec error code of an error response.
     pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
     }
 }
 
@@ -140,11 +128,7 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Got
         .await
         .expect("request sent");
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| format!("{e:?}"));
+    let body = body.collect().await.map(|c| c.to_bytes()).map_err(|e| format!("{e:?}"));
     Got {
         status: parts.status,
         headers: parts.headers,

@@ -41,6 +41,8 @@ pub enum Fault {
     Slow(usize, Duration),
     /// Send the first `n` body bytes, then wait until the gate opens.
     HoldAfter(usize, watch::Receiver<bool>),
+    /// Send the first `n` bytes, wait for the gate, then the rest with one byte flipped.
+    CorruptAfter(usize, watch::Receiver<bool>),
     /// Wait until the gate opens before answering at all.
     Gate(watch::Receiver<bool>),
     /// Never answer.
@@ -76,6 +78,8 @@ pub struct Options {
     pub basic: Option<(String, String)>,
     /// Redirect blob GETs to a second host.
     pub redirect_blobs: bool,
+    /// The blob host wants a bearer token of its own, from its own realm.
+    pub blob_host_bearer: bool,
     /// Serve the referrers API (otherwise 404, as distribution 2.x does).
     pub referrers_api: bool,
     /// Paginate tag lists with this page size and a `Link` header.
@@ -107,12 +111,8 @@ impl TestRegistry {
             addr,
             blob_host,
         });
-        let registry_task = serve(listener, ctx.clone(), |ctx, req| {
-            Box::pin(registry(ctx, req))
-        });
-        let blob_task = serve(blob_listener, ctx, |ctx, req| {
-            Box::pin(blob_host_handler(ctx, req))
-        });
+        let registry_task = serve(listener, ctx.clone(), |ctx, req| Box::pin(registry(ctx, req)));
+        let blob_task = serve(blob_listener, ctx, |ctx, req| Box::pin(blob_host_handler(ctx, req)));
         TestRegistry {
             addr,
             state,
@@ -139,13 +139,7 @@ impl TestRegistry {
     }
 
     /// Stores a manifest under its digest and, if given, a tag. Returns its digest.
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        tag: Option<&str>,
-        media_type: &str,
-        bytes: impl Into<Bytes>,
-    ) -> String {
+    pub fn put_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: impl Into<Bytes>) -> String {
         let bytes = bytes.into();
         let d = sha256(&bytes);
         let mut s = self.state.lock().unwrap();
@@ -164,10 +158,11 @@ impl TestRegistry {
 
     /// Stores bytes under any reference, as a broken registry might.
     pub fn put_at(&self, repo: &str, reference: &str, media_type: &str, bytes: impl Into<Bytes>) {
-        self.state.lock().unwrap().manifests.insert(
-            (repo.into(), reference.into()),
-            (media_type.into(), bytes.into()),
-        );
+        self.state
+            .lock()
+            .unwrap()
+            .manifests
+            .insert((repo.into(), reference.into()), (media_type.into(), bytes.into()));
     }
 
     pub fn delete_tag(&self, repo: &str, tag: &str) {
@@ -178,31 +173,22 @@ impl TestRegistry {
 
     /// An image: config + layers of the given sizes, with a manifest tagged `tag`.
     /// Returns (manifest digest, manifest bytes, layer digests).
-    pub fn put_image(
-        &self,
-        repo: &str,
-        tag: &str,
-        layer_sizes: &[usize],
-        seed: u8,
-    ) -> (String, Bytes, Vec<String>) {
+    pub fn put_image(&self, repo: &str, tag: &str, layer_sizes: &[usize], seed: u8) -> (String, Bytes, Vec<String>) {
         let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
         let config_digest = self.put_blob(config.clone());
         let mut layers = Vec::new();
         for (i, size) in layer_sizes.iter().enumerate() {
             let bytes: Vec<u8> = (0..*size)
-                .map(|j| {
-                    (j as u8)
-                        .wrapping_mul(31)
-                        .wrapping_add(seed)
-                        .wrapping_add(i as u8)
-                })
+                .map(|j| (j as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add(i as u8))
                 .collect();
             let len = bytes.len();
             layers.push((self.put_blob(bytes), len));
         }
         let layer_json: Vec<String> = layers
             .iter()
-            .map(|(d, len)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#))
+            .map(|(d, len)| {
+                format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
+            })
             .collect();
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
@@ -216,11 +202,7 @@ impl TestRegistry {
 
     /// Faults apply to requests whose path contains `path_part`, first added first.
     pub fn fault(&self, path_part: &str, fault: Fault) {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .push((path_part.into(), fault));
+        self.state.lock().unwrap().faults.push((path_part.into(), fault));
     }
 
     pub fn clear_faults(&self) {
@@ -273,10 +255,8 @@ struct Ctx {
     blob_host: SocketAddr,
 }
 
-type Handler = fn(
-    Arc<Ctx>,
-    Request<Incoming>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+type Handler =
+    fn(Arc<Ctx>, Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
 
 fn serve(listener: TcpListener, ctx: Arc<Ctx>, handler: Handler) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -325,11 +305,7 @@ fn fault_for(ctx: &Ctx, path: &str) -> Option<Fault> {
 fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
     let entry = Logged {
         method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         authorization: req
             .headers()
             .get(header::AUTHORIZATION)
@@ -362,10 +338,8 @@ fn authenticate(ctx: &Ctx, req: &Request<Incoming>, repo: &str) -> Option<Respon
     if let Some((u, p)) = &ctx.opts.basic {
         if auth != basic(u, p) {
             let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Basic realm=\"test\"".parse().unwrap(),
-            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Basic realm=\"test\"".parse().unwrap());
             return Some(r);
         }
     }
@@ -428,11 +402,7 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     match (req.method().clone(), kind) {
         (Method::POST, "uploads") => {
             let id = format!("u{}", ctx.state.lock().unwrap().uploads.len());
-            ctx.state
-                .lock()
-                .unwrap()
-                .uploads
-                .insert(id.clone(), Vec::new());
+            ctx.state.lock().unwrap().uploads.insert(id.clone(), Vec::new());
             return Response::builder()
                 .status(StatusCode::ACCEPTED)
                 .header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
@@ -473,8 +443,7 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             Fault::Status(code, retry) => {
                 let mut r = error(StatusCode::from_u16(*code).unwrap(), "TEST_FAULT");
                 if let Some(after) = retry {
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, after.parse().unwrap());
+                    r.headers_mut().insert(header::RETRY_AFTER, after.parse().unwrap());
                 }
                 return r;
             }
@@ -527,14 +496,7 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             send(resp, bytes, head, fault)
         }
         "tags" => {
-            let mut tags = ctx
-                .state
-                .lock()
-                .unwrap()
-                .tags
-                .get(&repo)
-                .cloned()
-                .unwrap_or_default();
+            let mut tags = ctx.state.lock().unwrap().tags.get(&repo).cloned().unwrap_or_default();
             if tags.is_empty() {
                 return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
             }
@@ -559,10 +521,8 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 }
                 None => tags,
             };
-            resp.body(full(
-                serde_json::json!({ "name": repo, "tags": page }).to_string(),
-            ))
-            .unwrap()
+            resp.body(full(serde_json::json!({ "name": repo, "tags": page }).to_string()))
+                .unwrap()
         }
         "referrers" if ctx.opts.referrers_api => {
             let s = ctx.state.lock().unwrap();
@@ -580,9 +540,7 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                     list.push(serde_json::json!({"mediaType": media, "digest": reference, "size": bytes.len(), "artifactType": artifact}));
                 }
             }
-            let body =
-                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list})
-                    .to_string();
+            let body = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list}).to_string();
             Response::builder()
                 .header(header::CONTENT_TYPE, OCI_INDEX)
                 .body(full(body))
@@ -593,20 +551,13 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 }
 
 impl TestRegistry {
-    fn put_manifest_into(
-        state: &Mutex<State>,
-        repo: &str,
-        tag: Option<&str>,
-        media: &str,
-        bytes: Bytes,
-    ) -> String {
+    fn put_manifest_into(state: &Mutex<State>, repo: &str, tag: Option<&str>, media: &str, bytes: Bytes) -> String {
         let d = sha256(&bytes);
         let mut s = state.lock().unwrap();
         s.manifests
             .insert((repo.into(), d.clone()), (media.into(), bytes.clone()));
         if let Some(tag) = tag {
-            s.manifests
-                .insert((repo.into(), tag.into()), (media.into(), bytes));
+            s.manifests.insert((repo.into(), tag.into()), (media.into(), bytes));
             s.tags.entry(repo.into()).or_default().push(tag.into());
         }
         d
@@ -641,6 +592,23 @@ fn split(rest: &str) -> (String, &'static str, String) {
 
 async fn blob_host_handler(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     log(&ctx, &req, true);
+    if ctx.opts.blob_host_bearer {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if req.uri().path() == "/token" {
+            return Response::new(full(r#"{"token":"blob-token"}"#));
+        }
+        if auth != "Bearer blob-token" {
+            let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+            let challenge = format!(r#"Bearer realm="http://{}/token",service="blob-host""#, ctx.blob_host);
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+            return r;
+        }
+    }
     let digest = req.uri().path().trim_start_matches("/blob/").to_owned();
     let found = ctx.state.lock().unwrap().blobs.get(&digest).cloned();
     let fault = fault_for(&ctx, req.uri().path());
@@ -656,12 +624,7 @@ async fn blob_host_handler(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Bo
 }
 
 /// Sends `bytes` with `Content-Length`, shaped by a body fault.
-fn send(
-    resp: http::response::Builder,
-    bytes: Bytes,
-    head: bool,
-    fault: Option<Fault>,
-) -> Response<Body> {
+fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<Fault>) -> Response<Body> {
     let resp = resp.header(header::CONTENT_LENGTH, bytes.len());
     if head {
         return resp.body(full("")).unwrap();
@@ -671,9 +634,7 @@ fn send(
         let chunk = 64 * 1024;
         match fault {
             Some(Fault::DropAfter(n)) => {
-                let _ = tx
-                    .send(Ok(Frame::data(bytes.slice(..n.min(bytes.len())))))
-                    .await;
+                let _ = tx.send(Ok(Frame::data(bytes.slice(..n.min(bytes.len()))))).await;
                 let _ = tx.send(Err(std::io::Error::other("dropped"))).await;
             }
             Some(Fault::Corrupt) => {
@@ -686,15 +647,20 @@ fn send(
             }
             Some(Fault::Slow(size, pause)) => {
                 for c in bytes.chunks(size.max(1)) {
-                    if tx
-                        .send(Ok(Frame::data(Bytes::copy_from_slice(c))))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(c)))).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(pause).await;
                 }
+            }
+            Some(Fault::CorruptAfter(n, mut gate)) => {
+                let n = n.min(bytes.len() - 1);
+                let _ = tx.send(Ok(Frame::data(bytes.slice(..n)))).await;
+                let _ = gate.wait_for(|open| *open).await;
+                let mut rest = bytes.slice(n..).to_vec();
+                let last = rest.len() - 1;
+                rest[last] ^= 0xff;
+                let _ = tx.send(Ok(Frame::data(Bytes::from(rest)))).await;
             }
             Some(Fault::HoldAfter(n, mut gate)) => {
                 let n = n.min(bytes.len());
@@ -706,11 +672,7 @@ fn send(
             }
             _ => {
                 for c in bytes.chunks(chunk) {
-                    if tx
-                        .send(Ok(Frame::data(Bytes::copy_from_slice(c))))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(c)))).await.is_err() {
                         return;
                     }
                 }
