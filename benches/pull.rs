@@ -5,7 +5,9 @@
 //! cargo bench --bench pull            # needs docker-registry on PATH (scripts/test installs it)
 //! ```
 //! Measures, each as a ratio against the direct pull of the same run:
-//! - cold and warm pull of a ~100 MiB image (config + 5 × 20 MiB layers, 3 blobs at a time);
+//! - cold and warm pull of a ~100 MiB image (config + 5 × 20 MiB layers), once with a plain
+//!   HTTP client (3 blobs at a time, bytes discarded) and once with skopeo (a real client,
+//!   which verifies digests and writes to disk), when skopeo is installed;
 //! - 16 concurrent cold GETs of one 512 MiB blob: upstream GETs, wall time, entrepot's peak RSS.
 
 use std::io::Write;
@@ -245,6 +247,19 @@ fn start(dir: &Path) -> (Proc, String, PathBuf, Proc, String, u32) {
     )
 }
 
+/// `skopeo copy` of an image into a fresh `dir:`; the time it took.
+fn skopeo_pull(base: &str, image: &str, out: &Path) -> Option<Duration> {
+    let _ = std::fs::remove_dir_all(out);
+    let started = Instant::now();
+    let src = format!("docker://{}/{image}", base.trim_start_matches("http://"));
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false", &src])
+        .arg(format!("dir:{}", out.display()))
+        .status()
+        .ok()?;
+    status.success().then(|| started.elapsed())
+}
+
 fn count_gets(log: &Path, part: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -277,6 +292,18 @@ fn main() {
         let direct = direct1.min(direct2);
         let warm = warm1.min(warm2);
         let image_gets = count_gets(&reg_log, "/v2/bench/app/blobs/");
+
+        // The same with a real client, on a second image so that the cold pull is cold.
+        push_image(&client, &reg, "bench/app2", "v1", &[20 * MIB; 5]).await;
+        let out = dir.path().join("skopeo-out");
+        let skopeo = (|| {
+            let d1 = skopeo_pull(&reg, "bench/app2:v1", &out)?;
+            let cold = skopeo_pull(&ent, "bench/app2:v1", &out)?;
+            let w1 = skopeo_pull(&ent, "bench/app2:v1", &out)?;
+            let d2 = skopeo_pull(&reg, "bench/app2:v1", &out)?;
+            let w2 = skopeo_pull(&ent, "bench/app2:v1", &out)?;
+            Some((d1.min(d2), cold, w1.min(w2)))
+        })();
         let (rss_before, _) = peak_rss_kib(pid);
 
         let started = Instant::now();
@@ -300,6 +327,10 @@ fn main() {
         let _ = writeln!(out, "| measure | direct | entrepot | ratio |\n|---|---|---|---|");
         let _ = writeln!(out, "| cold pull | {:.3} s | {:.3} s | {:.2}× |", direct.as_secs_f64(), cold.as_secs_f64(), cold.as_secs_f64() / direct.as_secs_f64());
         let _ = writeln!(out, "| warm pull | {:.3} s | {:.3} s | {:.2}× |", direct.as_secs_f64(), warm.as_secs_f64(), warm.as_secs_f64() / direct.as_secs_f64());
+        if let Some((d, c, w)) = skopeo {
+            let _ = writeln!(out, "| cold pull, skopeo | {:.3} s | {:.3} s | {:.2}× |", d.as_secs_f64(), c.as_secs_f64(), c.as_secs_f64() / d.as_secs_f64());
+            let _ = writeln!(out, "| warm pull, skopeo | {:.3} s | {:.3} s | {:.2}× |", d.as_secs_f64(), w.as_secs_f64(), w.as_secs_f64() / d.as_secs_f64());
+        }
         let _ = writeln!(out, "| upstream blob GETs for 2 direct + 3 proxied pulls (6 blobs) | | {image_gets} | expected 18 = 2×6 direct + 6 cold |");
         let _ = writeln!(out, "\n16 concurrent cold GETs of one 512 MiB blob: {:.2} s wall, upstream GETs: {big_gets}, entrepot RSS before {} MiB, peak {} MiB",
             herd.as_secs_f64(), rss_before / 1024, peak / 1024);

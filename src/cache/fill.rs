@@ -10,13 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{header, Method};
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
+use crate::oci::digest::{Algorithm, Hasher};
 use crate::oci::Digest;
+use crate::store::content::{Ingest, Mismatch};
 use crate::store::index::{now_ms, BlobRecord};
 use crate::upstream::{header_str, Upstream};
 
@@ -24,6 +27,8 @@ use super::Cache;
 
 /// Bytes gathered from the upstream before they are written and published.
 const WRITE_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the network and the disk side of a fill.
+const WRITE_QUEUE: usize = 4;
 /// A slow upstream's bytes are published at least this often, so followers keep moving.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
@@ -44,6 +49,9 @@ pub struct FillState {
     pub written: u64,
     /// The ingest file, once the upstream has answered.
     pub ingest: Option<PathBuf>,
+    /// Every byte is written and matches the digest: followers may finish before the fsync
+    /// and rename that make it `Committed`.
+    pub verified: bool,
 }
 
 pub struct Fill {
@@ -123,6 +131,7 @@ impl Cache {
             total: None,
             written: 0,
             ingest: None,
+            verified: false,
         };
         let fill = Arc::new(Fill {
             digest: digest.clone(),
@@ -137,7 +146,7 @@ impl Cache {
         };
         let up = up.clone();
         tokio::spawn(async move {
-            let result = guard.cache.run_fill(&guard.fill, &up).await;
+            let result = guard.cache.clone().run_fill(guard.fill.clone(), up.clone()).await;
             match result {
                 Ok(size) => {
                     tracing::info!(digest = %guard.fill.digest, upstream = %up.name(), size, "blob cached");
@@ -160,75 +169,62 @@ impl Cache {
         }
     }
 
-    async fn run_fill(&self, fill: &Fill, up: &Upstream) -> Result<u64> {
+    async fn run_fill(self: Arc<Self>, fill: Arc<Fill>, up: Arc<Upstream>) -> Result<u64> {
         let path = format!("/v2/{}/blobs/{}", fill.repo, fill.digest);
         let resp = up.send(Method::GET, &path, None, &fill.repo).await?;
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
         let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-        let mut ingest = self.store.blobs.ingest(&fill.digest).await?;
+        let ingest = self.store.blobs.ingest(&fill.digest)?;
         fill.publish(|s| {
             s.phase = Phase::Streaming;
             s.total = total;
             s.ingest = Some(ingest.path().to_owned());
         });
-        let mut body = resp.into_body();
-        let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
-        let idle = up.config.idle_timeout;
-        let outcome: Result<()> = async {
-            let mut publish_at = tokio::time::Instant::now() + PUBLISH_EVERY;
-            loop {
-                let frame = tokio::select! {
-                    frame = tokio::time::timeout(idle, body.frame()) => frame,
-                    _ = tokio::time::sleep_until(publish_at), if !buf.is_empty() => {
-                        self.write_and_publish(fill, &mut ingest, &mut buf).await?;
-                        continue;
-                    }
-                };
-                match frame {
-                    Err(_) => return Err(up.timeout(format!("blob body idle for {idle:?}"))),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(up.bad(format!("blob body: {e}"))),
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            if buf.is_empty() {
-                                publish_at = tokio::time::Instant::now() + PUBLISH_EVERY;
-                            }
-                            buf.extend_from_slice(&data);
-                            let seen = ingest.written() + buf.len() as u64;
-                            if total.is_some_and(|t| seen > t) {
-                                return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
-                            }
-                            if buf.len() >= WRITE_CHUNK {
-                                self.write_and_publish(fill, &mut ingest, &mut buf).await?;
-                            }
-                        }
-                    }
-                }
+        // Three stages run side by side: the network side reads, one blocking thread writes
+        // and publishes, another hashes the same chunks. A few chunks are in flight between
+        // them, so memory stays bounded and no stage waits on another's work.
+        let (to_writer, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking({
+            let fill = fill.clone();
+            move || write_chunks(ingest, rx, &fill)
+        });
+        let (to_hasher, rx) = mpsc::channel(WRITE_QUEUE);
+        let hasher = tokio::task::spawn_blocking({
+            let algorithm = fill.digest.algorithm();
+            move || hash_chunks(algorithm, rx)
+        });
+        let read = read_upstream(resp.into_body(), [to_writer, to_hasher], total, &up).await;
+        let written = writer.await.map_err(Error::internal)?;
+        let actual = hasher.await.map_err(Error::internal)?;
+        let ingest = match (read, written) {
+            (Ok(()), Ok(ingest)) => ingest,
+            (Err(e), Ok(ingest)) => {
+                ingest.abort();
+                return Err(e);
             }
-            self.write_and_publish(fill, &mut ingest, &mut buf).await
-        }
-        .await;
-        if let Err(e) = outcome {
-            ingest.abort().await;
-            return Err(e);
-        }
-        let size = match self.store.blobs.commit(ingest, &fill.digest, total).await {
-            Ok(size) => size,
-            Err(crate::store::content::CommitError::Mismatch(detail)) => {
-                self.stats
-                    .digest_mismatches
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(digest = %fill.digest, upstream = %up.name(), %detail, "upstream blob failed verification; not cached");
-                return Err(Error::DigestMismatch {
-                    upstream: up.name().to_owned(),
-                    expected: fill.digest.to_string(),
-                    detail,
-                });
-            }
-            Err(crate::store::content::CommitError::Io(e)) => return Err(e.into()),
+            (_, Err(e)) => return Err(e.into()),
         };
+        if let Err(Mismatch(detail)) = ingest.verify(&actual, &fill.digest, total) {
+            ingest.abort();
+            self.stats
+                .digest_mismatches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(digest = %fill.digest, upstream = %up.name(), %detail, "upstream blob failed verification; not cached");
+            return Err(Error::DigestMismatch {
+                upstream: up.name().to_owned(),
+                expected: fill.digest.to_string(),
+                detail,
+            });
+        }
+        fill.publish(|s| s.verified = true);
+        let size = tokio::task::spawn_blocking({
+            let (this, digest) = (self.clone(), fill.digest.clone());
+            move || this.store.blobs.commit(ingest, &digest)
+        })
+        .await
+        .map_err(Error::internal)??;
         let now = now_ms();
         let record = BlobRecord {
             size,
@@ -241,20 +237,84 @@ impl Cache {
         self.store.index.put_blob(&fill.digest, &record)?;
         Ok(size)
     }
+}
 
-    async fn write_and_publish(
-        &self,
-        fill: &Fill,
-        ingest: &mut crate::store::content::Ingest,
-        buf: &mut BytesMut,
-    ) -> Result<()> {
-        if buf.is_empty() {
-            return Ok(());
+/// The disk side of a fill, on the blocking pool: hash and write each chunk, then publish it.
+fn write_chunks(mut ingest: Ingest, mut rx: mpsc::Receiver<Bytes>, fill: &Fill) -> std::io::Result<Ingest> {
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = ingest.write(&chunk) {
+            ingest.abort();
+            return Err(e);
         }
-        ingest.write(buf).await?;
-        buf.clear();
         let written = ingest.written();
         fill.publish(|s| s.written = written);
-        Ok(())
     }
+    Ok(ingest)
+}
+
+/// The hashing side of a fill, on the blocking pool.
+fn hash_chunks(algorithm: Algorithm, mut rx: mpsc::Receiver<Bytes>) -> Digest {
+    let mut hasher = Hasher::new(algorithm);
+    while let Some(chunk) = rx.blocking_recv() {
+        hasher.update(&chunk);
+    }
+    hasher.finish()
+}
+
+/// Hands a chunk to every stage (a `Bytes` clone shares the buffer).
+async fn pass(stages: &[mpsc::Sender<Bytes>; 2], chunk: Bytes) -> Result<()> {
+    for stage in stages {
+        stage
+            .send(chunk.clone())
+            .await
+            .map_err(|_| Error::internal("blob writer stopped"))?;
+    }
+    Ok(())
+}
+
+/// The network side of a fill: gathers the upstream's frames into chunks for the writer
+/// and the hasher. A slow upstream's bytes are passed on at least every `PUBLISH_EVERY`.
+async fn read_upstream(
+    mut body: Incoming,
+    stages: [mpsc::Sender<Bytes>; 2],
+    total: Option<u64>,
+    up: &Upstream,
+) -> Result<()> {
+    let idle = up.config.idle_timeout;
+    let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut seen = 0u64;
+    let mut pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
+    loop {
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(idle, body.frame()) => frame,
+            _ = tokio::time::sleep_until(pass_at), if !buf.is_empty() => {
+                pass(&stages, buf.split().freeze()).await?;
+                continue;
+            }
+        };
+        match frame {
+            Err(_) => return Err(up.timeout(format!("blob body idle for {idle:?}"))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(up.bad(format!("blob body: {e}"))),
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else { continue };
+                seen += data.len() as u64;
+                if total.is_some_and(|t| seen > t) {
+                    return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
+                }
+                if buf.is_empty() {
+                    pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
+                }
+                buf.extend_from_slice(&data);
+                if buf.len() >= WRITE_CHUNK {
+                    pass(&stages, buf.split().freeze()).await?;
+                    buf.reserve(WRITE_CHUNK);
+                }
+            }
+        }
+    }
+    if !buf.is_empty() {
+        pass(&stages, buf.freeze()).await?;
+    }
+    Ok(())
 }

@@ -44,7 +44,7 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
 
 /// Streams bytes `start..end` (or to the end of the blob) of a fill in progress.
 ///
-/// Until the fill is verified and committed, the last byte written is held back: a client
+/// Until the fill is verified, the last byte written is held back: a client
 /// reading the whole blob can only reach a clean end of body after verification, and a
 /// failed fill ends every follower's body with an error.
 pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Option<u64>, len: Option<u64>) -> Body {

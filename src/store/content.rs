@@ -12,9 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
-use crate::oci::digest::{Digest, Hasher};
+use crate::oci::digest::Digest;
 
 #[derive(Debug)]
 pub struct Blobs {
@@ -57,8 +57,9 @@ impl Blobs {
         self.path(digest).is_file()
     }
 
-    /// Starts writing a blob whose digest is `expected`.
-    pub async fn ingest(&self, expected: &Digest) -> io::Result<Ingest> {
+    /// Starts writing a blob whose digest is `expected`. Ingests do blocking file I/O: they
+    /// are driven from the blocking pool, off the async workers.
+    pub fn ingest(&self, expected: &Digest) -> io::Result<Ingest> {
         let id = format!(
             "{}-{}-{}",
             std::process::id(),
@@ -66,48 +67,24 @@ impl Blobs {
             &expected.hex()[..16]
         );
         let path = self.tmp_dir.join(id);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        Ok(Ingest {
-            path,
-            file,
-            hasher: Hasher::new(expected.algorithm()),
-            written: 0,
-        })
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok(Ingest { path, file, written: 0 })
     }
 
-    /// Verifies and publishes an ingest: fsync, compare digest (and size when known), rename
-    /// into place, fsync the directory. On any mismatch the temporary file is removed.
-    pub async fn commit(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> Result<u64, CommitError> {
-        let result = async {
-            ingest.file.flush().await?;
-            let actual = std::mem::replace(&mut ingest.hasher, Hasher::new(expected.algorithm())).finish();
-            if &actual != expected {
-                return Err(CommitError::Mismatch(format!(
-                    "got {actual} after {} bytes",
-                    ingest.written
-                )));
-            }
-            if let Some(size) = size.filter(|s| *s != ingest.written) {
-                return Err(CommitError::Mismatch(format!(
-                    "got {} bytes, expected {size}",
-                    ingest.written
-                )));
-            }
-            ingest.file.sync_all().await?;
-            let target = self.path(expected);
+    /// Publishes a verified ingest: fsync, rename into place, fsync the directory. On failure
+    /// the temporary file is removed. Blocking.
+    pub fn commit(&self, ingest: Ingest, digest: &Digest) -> io::Result<u64> {
+        let result = (|| {
+            ingest.file.sync_all()?;
+            let target = self.path(digest);
             let parent = target.parent().expect("blob paths have a parent");
-            tokio::fs::create_dir_all(parent).await?;
-            tokio::fs::rename(&ingest.path, &target).await?;
-            sync_dir(parent).await?;
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&ingest.path, &target)?;
+            std::fs::File::open(parent)?.sync_all()?;
             Ok(ingest.written)
-        }
-        .await;
+        })();
         if result.is_err() {
-            let _ = tokio::fs::remove_file(&ingest.path).await;
+            let _ = std::fs::remove_file(&ingest.path);
         }
         result
     }
@@ -165,26 +142,15 @@ fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-        .await
-        .map_err(io::Error::other)?
-}
-
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    #[error("content does not match its digest: {0}")]
-    Mismatch(String),
-    #[error("storage: {0}")]
-    Io(#[from] io::Error),
-}
+#[error("content does not match its digest: {0}")]
+pub struct Mismatch(pub String);
 
-/// A blob being written: every byte goes to the file and the hasher in one pass.
+/// A blob being written. The caller hashes the same bytes it writes (on another thread,
+/// so that hashing and writing overlap) and hands the digest to `verify`.
 pub struct Ingest {
     path: PathBuf,
-    file: tokio::fs::File,
-    hasher: Hasher,
+    file: std::fs::File,
     written: u64,
 }
 
@@ -198,19 +164,28 @@ impl Ingest {
         self.written
     }
 
-    /// Appends bytes and makes them visible to readers of `path()` before returning.
-    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.hasher.update(bytes);
-        self.file.write_all(bytes).await?;
-        self.file.flush().await?;
+    /// Appends bytes; they are readable at `path()` when this returns (no user-space buffer).
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
+    /// Checks the digest of what was written against the expected one, and the size when
+    /// known.
+    pub fn verify(&self, actual: &Digest, expected: &Digest, size: Option<u64>) -> Result<(), Mismatch> {
+        if actual != expected {
+            return Err(Mismatch(format!("got {actual} after {} bytes", self.written)));
+        }
+        if let Some(size) = size.filter(|s| *s != self.written) {
+            return Err(Mismatch(format!("got {} bytes, expected {size}", self.written)));
+        }
+        Ok(())
+    }
+
     /// Gives up: the temporary file is removed.
-    pub async fn abort(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.path).await;
+    pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -223,33 +198,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
         let good = Digest::sha256_of(b"hello");
-        let mut ing = blobs.ingest(&good).await.unwrap();
-        ing.write(b"hel").await.unwrap();
-        ing.write(b"lo").await.unwrap();
-        assert_eq!(blobs.commit(ing, &good, Some(5)).await.unwrap(), 5);
+        let mut ing = blobs.ingest(&good).unwrap();
+        ing.write(b"hel").unwrap();
+        ing.write(b"lo").unwrap();
+        ing.verify(&Digest::sha256_of(b"hello"), &good, Some(5)).unwrap();
+        assert_eq!(blobs.commit(ing, &good).unwrap(), 5);
         let (_, len) = blobs.open_read(&good).await.unwrap().unwrap();
         assert_eq!(len, 5);
 
         let other = Digest::sha256_of(b"other");
-        let mut ing = blobs.ingest(&other).await.unwrap();
-        ing.write(b"not other").await.unwrap();
-        assert!(matches!(
-            blobs.commit(ing, &other, None).await,
-            Err(CommitError::Mismatch(_))
-        ));
+        let mut ing = blobs.ingest(&other).unwrap();
+        ing.write(b"not other").unwrap();
+        assert!(ing.verify(&Digest::sha256_of(b"not other"), &other, None).is_err());
+        ing.abort();
         assert!(blobs.open_read(&other).await.unwrap().is_none());
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(blobs.list().unwrap(), vec![(good, 5)]);
     }
 
-    #[tokio::test]
-    async fn size_mismatch_is_refused() {
+    #[test]
+    fn size_mismatch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
         let d = Digest::sha256_of(b"abc");
-        let mut ing = blobs.ingest(&d).await.unwrap();
-        ing.write(b"abc").await.unwrap();
-        assert!(blobs.commit(ing, &d, Some(4)).await.is_err());
+        let mut ing = blobs.ingest(&d).unwrap();
+        ing.write(b"abc").unwrap();
+        assert!(ing.verify(&d, &d, Some(4)).is_err());
+        ing.abort();
         assert!(!blobs.exists(&d));
     }
 }

@@ -96,9 +96,10 @@ mod tests {
         {
             let (store, _) = Store::open(dir.path()).unwrap();
             for (d, bytes) in [(&kept, b"kept" as &[u8]), (&orphan, b"orphan")] {
-                let mut ing = store.blobs.ingest(d).await.unwrap();
-                ing.write(bytes).await.unwrap();
-                store.blobs.commit(ing, d, None).await.unwrap();
+                let mut ing = store.blobs.ingest(d).unwrap();
+                ing.write(bytes).unwrap();
+                ing.verify(&Digest::sha256_of(bytes), d, None).unwrap();
+                store.blobs.commit(ing, d).unwrap();
             }
             let rec = |size| index::BlobRecord {
                 size,
@@ -110,7 +111,7 @@ mod tests {
             };
             store.index.put_blob(&kept, &rec(4)).unwrap();
             store.index.put_blob(&ghost, &rec(5)).unwrap();
-            let half = store.blobs.ingest(&ghost).await.unwrap();
+            let half = store.blobs.ingest(&ghost).unwrap();
             std::mem::forget(half);
             store.index.flush().await.unwrap();
         }

@@ -17,6 +17,18 @@ async fn cached_content_is_served_when_the_upstream_is_down() {
         200
     );
     assert_eq!(get(&proxy.url("/v2/team/app/tags/list")).await.status, 200);
+    let sig = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{}","size":2}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{}}}}}"#,
+        crate::support::registry::sha256(b"{}"),
+        bytes.len()
+    );
+    let sig_digest = reg.put_manifest("team/app", None, "application/vnd.oci.image.manifest.v1+json", sig);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/team/app/manifests/{sig_digest}")))
+            .await
+            .status,
+        200
+    );
     reg.stop();
 
     let stale = get(&tag_url).await;
@@ -35,6 +47,15 @@ async fn cached_content_is_served_when_the_upstream_is_down() {
     let list = get(&proxy.url("/v2/team/app/tags/list")).await;
     assert_eq!(list.status, 200);
     assert_eq!(list.json()["tags"][0], "v1");
+
+    // Referrers the upstream can no longer list come from what is cached here.
+    let referrers = get(&proxy.url(&format!("/v2/team/app/referrers/{d}"))).await;
+    assert_eq!(referrers.status, 200);
+    assert_eq!(referrers.json()["manifests"][0]["digest"], sig_digest.as_str());
+    assert_eq!(
+        referrers.json()["manifests"][0]["artifactType"],
+        "application/example.sig"
+    );
 
     let uncached = get(&proxy.url("/v2/team/app/manifests/v9")).await;
     assert_eq!(uncached.status, 503);
