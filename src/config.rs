@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::filter::{Action, Rule};
+use crate::policy::glob::Globs;
+use crate::policy::retention::{Class, Limits};
+
 /// Host names under which Docker Hub is known; any of them routes to a Docker Hub upstream.
 pub const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
 
@@ -39,6 +43,33 @@ struct RawConfig {
     max_manifest_size: Option<String>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+    default_policy: Option<Action>,
+    #[serde(default)]
+    blobs_require_manifest: bool,
+    // Tables read one by one, so that an error can name the rule it is in.
+    #[serde(default)]
+    policy: Vec<toml::Value>,
+    #[serde(default)]
+    retention: Vec<toml::Value>,
+    max_cache_bytes: Option<String>,
+    high_watermark: Option<u8>,
+    low_watermark: Option<u8>,
+    sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    name: Option<String>,
+    media_type: Option<Globs>,
+    artifact_type: Option<Globs>,
+    upstream: Option<Globs>,
+    repository: Option<Globs>,
+    max_idle: Option<String>,
+    max_age: Option<String>,
+    max_bytes: Option<String>,
+    #[serde(default)]
+    pin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +107,27 @@ pub struct Config {
     pub negative_ttl: Duration,
     pub max_manifest_size: u64,
     pub upstreams: Vec<UpstreamConfig>,
+    pub policy: PolicyConfig,
+    pub retention: RetentionConfig,
+}
+
+/// What may enter the cache.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub default: Action,
+    pub rules: Vec<Rule>,
+    /// Strict mode: a blob is served or fetched only when an allowed manifest of the
+    /// repository references it.
+    pub blobs_require_manifest: bool,
+}
+
+/// How long content stays.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub classes: Vec<Class>,
+    pub limits: Limits,
+    /// How often the sweeper runs (it also runs when a fill crosses the high watermark).
+    pub sweep_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -185,8 +237,136 @@ impl RawConfig {
             negative_ttl: duration("negative_ttl", self.negative_ttl, "30s")?,
             max_manifest_size: size("max_manifest_size", self.max_manifest_size, "4MiB")?,
             upstreams,
+            policy: PolicyConfig {
+                default: self.default_policy.unwrap_or(Action::Allow),
+                rules: self
+                    .policy
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| rule(i, v))
+                    .collect::<Result<_, _>>()?,
+                blobs_require_manifest: self.blobs_require_manifest,
+            },
+            retention: RetentionConfig {
+                classes: self
+                    .retention
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| retention_class(i, v))
+                    .collect::<Result<_, _>>()?,
+                limits: limits(self.max_cache_bytes, self.high_watermark, self.low_watermark)?,
+                sweep_interval: duration("sweep_interval", self.sweep_interval, "10m")?,
+            },
         })
     }
+}
+
+fn check_globs(at: &str, fields: &[(&str, &Option<Globs>)]) -> Result<(), ConfigError> {
+    for (name, globs) in fields {
+        if let Some(g) = globs {
+            if g.is_empty() || g.patterns().iter().any(String::is_empty) {
+                return Err(bad(
+                    format!("{at}.{name}"),
+                    "an empty pattern matches nothing; remove the field or give a glob",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule(i: usize, value: toml::Value) -> Result<Rule, ConfigError> {
+    let at = format!("policy[{i}]");
+    let mut r: Rule = value
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(&at, e.message().to_owned()))?;
+    if r.name.is_empty() {
+        r.name = at.clone();
+    }
+    let at = if r.name == at { at } else { format!("{at} ({})", r.name) };
+    check_globs(
+        &at,
+        &[
+            ("upstream", &r.upstream),
+            ("repository", &r.repository),
+            ("tag", &r.tag),
+            ("media_type", &r.media_type),
+            ("artifact_type", &r.artifact_type),
+            ("layer_media_type", &r.layer_media_type),
+            ("platform", &r.platform),
+            ("require_referrer", &r.require_referrer),
+        ],
+    )?;
+    if r.action == Action::Deny && r.require_referrer.is_some() {
+        return Err(bad(
+            format!("{at}.require_referrer"),
+            "only an allow rule can require a referrer",
+        ));
+    }
+    Ok(r)
+}
+
+fn retention_class(i: usize, value: toml::Value) -> Result<Class, ConfigError> {
+    let at = format!("retention[{i}]");
+    let raw: RawRetention = value
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(&at, e.message().to_owned()))?;
+    let name = raw.name.clone().unwrap_or_else(|| at.clone());
+    let at = if raw.name.is_some() {
+        format!("{at} ({name})")
+    } else {
+        at
+    };
+    check_globs(
+        &at,
+        &[
+            ("media_type", &raw.media_type),
+            ("artifact_type", &raw.artifact_type),
+            ("upstream", &raw.upstream),
+            ("repository", &raw.repository),
+        ],
+    )?;
+    let opt_duration =
+        |key: &str, v: Option<String>| v.map(|v| duration(&format!("{at}.{key}"), Some(v), "0s")).transpose();
+    let max_idle = opt_duration("max_idle", raw.max_idle)?;
+    let max_age = opt_duration("max_age", raw.max_age)?;
+    let max_bytes = raw
+        .max_bytes
+        .map(|v| size(&format!("{at}.max_bytes"), Some(v), "0"))
+        .transpose()?;
+    if raw.pin && (max_idle.is_some() || max_age.is_some() || max_bytes.is_some()) {
+        return Err(bad(
+            format!("{at}.pin"),
+            "pinned content never goes: max_idle, max_age and max_bytes cannot apply",
+        ));
+    }
+    Ok(Class {
+        name,
+        media_type: raw.media_type,
+        artifact_type: raw.artifact_type,
+        upstream: raw.upstream,
+        repository: raw.repository,
+        max_idle,
+        max_age,
+        max_bytes,
+        pin: raw.pin,
+    })
+}
+
+fn limits(max: Option<String>, high: Option<u8>, low: Option<u8>) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_cache_bytes: max.map(|m| size("max_cache_bytes", Some(m), "0")).transpose()?,
+        high_watermark: high.unwrap_or(defaults.high_watermark),
+        low_watermark: low.unwrap_or(defaults.low_watermark),
+    };
+    if limits.high_watermark == 0 || limits.high_watermark > 100 {
+        return Err(bad("high_watermark", "a percentage from 1 to 100"));
+    }
+    if limits.low_watermark >= limits.high_watermark {
+        return Err(bad("low_watermark", "must be below high_watermark"));
+    }
+    Ok(limits)
 }
 
 impl RawUpstream {
@@ -396,6 +576,38 @@ url = "https://registry-1.docker.io"
         )
         .contains("upstream[0].password_env"));
         assert!(err("").contains("upstream"));
+    }
+
+    #[test]
+    fn policy_and_retention_errors_name_the_rule() {
+        let up = "[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n";
+        let e = err(&format!(
+            "{up}[[policy]]\naction = \"allow\"\n[[policy]]\naction = \"deny\"\nartifact = \"x\"\n"
+        ));
+        assert!(e.contains("policy[1]") && e.contains("artifact"), "{e}");
+        let e = err(&format!(
+            "{up}[[policy]]\nname = \"sigs\"\naction = \"deny\"\nrequire_referrer = \"x\"\n"
+        ));
+        assert!(e.contains("policy[0] (sigs).require_referrer"), "{e}");
+        let e = err(&format!("{up}[[policy]]\naction = \"maybe\"\n"));
+        assert!(e.contains("policy[0]"), "{e}");
+        let e = err(&format!("{up}[[policy]]\naction = \"deny\"\nplatform = []\n"));
+        assert!(e.contains("policy[0].platform"), "{e}");
+        let e = err(&format!(
+            "{up}[[retention]]\nname = \"sigs\"\npin = true\nmax_idle = \"7d\"\n"
+        ));
+        assert!(e.contains("retention[0] (sigs).pin"), "{e}");
+        let e = err(&format!("{up}[[retention]]\nmax_bytes = \"lots\"\n"));
+        assert!(e.contains("retention[0].max_bytes"), "{e}");
+        let e = err(&format!(
+            "max_cache_bytes = \"1GiB\"\nhigh_watermark = 50\nlow_watermark = 60\n{up}"
+        ));
+        assert!(e.contains("low_watermark"), "{e}");
+        let ok = Config::parse(&format!("default_policy = \"deny\"\nmax_cache_bytes = \"200GiB\"\n{up}[[policy]]\naction = \"allow\"\nrepository = \"library/*\"\n[[retention]]\nname = \"signatures\"\nartifact_type = \"application/vnd.dev.cosign.*\"\npin = true\n")).unwrap();
+        assert_eq!(ok.policy.default, Action::Deny);
+        assert_eq!(ok.policy.rules[0].name, "policy[0]");
+        assert_eq!(ok.retention.classes[0].name, "signatures");
+        assert_eq!(ok.retention.limits.max_cache_bytes, Some(200 << 30));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`error`]: the one error type and its distribution-spec responses;
 //! - [`store`]: blob files (content-addressed, verified before commit) and the sled index;
 //! - [`upstream`]: the closed table of upstream registries, auth, redirects, timeouts;
+//! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`cache`]: hits, fills, coalescing, tag revalidation, stale-if-error;
 //! - [`http`]: routes, headers, ranges, access log;
 //! - [`server`]: the listener and graceful shutdown; [`app`] wires it all.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod oci;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -58,6 +58,7 @@ impl Cache {
 
     /// Every tag of a repository, sorted.
     pub async fn tags(self: &Arc<Self>, t: &Target) -> Result<ListAnswer<Vec<String>>> {
+        self.admit_repository(t)?;
         let up = t.upstream.name();
         let cached = self.store.index.tag_list(up, &t.repo)?;
         let local = || -> Result<Vec<String>> {
@@ -144,6 +145,7 @@ impl Cache {
 
     /// The manifests that name `subject` as their subject, unfiltered.
     pub async fn referrers(self: &Arc<Self>, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
+        self.admit_repository(t)?;
         let up = t.upstream.name();
         let cached = self.store.index.referrers(up, &t.repo, subject)?;
         let with_local = |mut list: Vec<Descriptor>| -> Result<Vec<Descriptor>> {

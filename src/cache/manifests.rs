@@ -55,6 +55,25 @@ impl Cache {
     }
 
     pub async fn manifest_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
+        self.precheck(t, None, Some(d))?;
+        let answer = self.lookup_or_fetch_by_digest(t, d).await?;
+        self.admit_manifest(t, None, &answer.manifest).await?;
+        Ok(answer)
+    }
+
+    pub async fn manifest_by_tag(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<ManifestAnswer> {
+        self.precheck(t, Some(tag), None)?;
+        let answer = self.resolve_tag_once(t, tag, class).await?;
+        self.admit_manifest(t, Some(tag), &answer.manifest).await?;
+        Ok(answer)
+    }
+
+    async fn lookup_or_fetch_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d)? {
             self.store.index.touch(d);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
@@ -79,12 +98,8 @@ impl Cache {
         })
     }
 
-    pub async fn manifest_by_tag(
-        self: &Arc<Self>,
-        t: &Target,
-        tag: &str,
-        class: AcceptClass,
-    ) -> Result<ManifestAnswer> {
+    /// Resolves a tag, one flight per (upstream, repository, tag, Accept class).
+    async fn resolve_tag_once(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
         let key = format!("t\0{}\0{}\0{tag}\0{}", t.upstream.name(), t.repo, class.key());
         let (this, t2, tag2) = (self.clone(), t.clone(), tag.to_owned());
         let (result, joined) = self

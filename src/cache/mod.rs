@@ -7,13 +7,14 @@
 //! - `manifests`: manifests by digest and by tag, tag revalidation, stale-if-error;
 //! - `lists`: tag lists and referrers.
 
+mod admission;
 pub mod fill;
 pub mod flight;
 pub mod follow;
 mod lists;
 mod manifests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-use crate::config::Config;
+use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
 use crate::oci::Digest;
 use crate::store::Store;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub max_staleness: Duration,
     pub negative_ttl: Duration,
     pub max_manifest_size: u64,
+    pub policy: PolicyConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Settings {
@@ -84,6 +87,8 @@ impl Settings {
             max_staleness: c.max_staleness,
             negative_ttl: c.negative_ttl,
             max_manifest_size: c.max_manifest_size,
+            policy: c.policy.clone(),
+            retention: c.retention.clone(),
         }
     }
 }
@@ -92,6 +97,8 @@ impl Settings {
 pub struct Stats {
     /// Upstream content refused because it did not match its digest.
     pub digest_mismatches: AtomicU64,
+    /// Policy decisions by the rule that made them: (allowed, denied).
+    pub decisions: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 pub struct Cache {
@@ -144,6 +151,7 @@ impl Cache {
 
     /// A blob for a GET: committed, or a fill that has started streaming.
     pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome)> {
+        self.admit_blob(t, d)?;
         if let Some(src) = self.committed_blob(d).await? {
             self.store.index.touch(d);
             return Ok((src, Outcome::Hit));
@@ -198,6 +206,7 @@ impl Cache {
 
     /// A blob's size for a HEAD, without downloading it when it is not cached.
     pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
+        self.admit_blob(t, d)?;
         if let Some((_, size)) = self.store.blobs.open_read(d).await? {
             return Ok((Some(size), Outcome::Hit));
         }

@@ -9,6 +9,8 @@
 //! referrers       <upstream>\0<repo>\0<digest>              -> ReferrerList (json)
 //! subjects        <subject digest>\0<referrer digest>       -> ()
 //! media_types     <digest>                                  -> media type named by a descriptor
+//! contexts        <upstream>\0<repo>\0<digest>              -> Context (json): tag, platform
+//! allowed_blobs   <upstream>\0<repo>\0<digest>              -> (): referenced by an allowed manifest
 //! ```
 //! Every key component is validated before it gets here (names, tags, digests and upstream
 //! names cannot contain NUL). Access times and hit counts are gathered in memory and written
@@ -76,6 +78,14 @@ pub struct ReferrerList {
     pub descriptors: Vec<Descriptor>,
 }
 
+/// How a manifest was reached: the tag it was resolved from, the platform the index that
+/// lists it gives it. Policy decisions use both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Context {
+    pub tag: Option<String>,
+    pub platform: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index: {0}")]
@@ -102,6 +112,8 @@ pub struct Index {
     referrers: sled::Tree,
     subjects: sled::Tree,
     media_types: sled::Tree,
+    contexts: sled::Tree,
+    allowed_blobs: sled::Tree,
     access: Mutex<HashMap<Digest, (u64, u64)>>,
 }
 
@@ -114,6 +126,17 @@ fn get<T: DeserializeOwned>(tree: &sled::Tree, k: impl AsRef<[u8]>) -> Result<Op
         Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
         None => Ok(None),
     }
+}
+
+fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(Digest, T)>> {
+    let mut out = Vec::new();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if let Some(d) = std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()) {
+            out.push((d, serde_json::from_slice(&v)?));
+        }
+    }
+    Ok(out)
 }
 
 fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()> {
@@ -134,6 +157,8 @@ impl Index {
             referrers: db.open_tree("referrers")?,
             subjects: db.open_tree("subjects")?,
             media_types: db.open_tree("media_types")?,
+            contexts: db.open_tree("contexts")?,
+            allowed_blobs: db.open_tree("allowed_blobs")?,
             access: Mutex::new(HashMap::new()),
             db,
         })
@@ -231,6 +256,72 @@ impl Index {
             }
         }
         Ok(out)
+    }
+
+    /// Every manifest record, for the sweeper.
+    pub fn manifests_all(&self) -> Result<Vec<(Digest, ManifestRecord)>> {
+        scan(&self.manifests)
+    }
+
+    /// Every blob record, for the sweeper.
+    pub fn blobs_all(&self) -> Result<Vec<(Digest, BlobRecord)>> {
+        scan(&self.blobs)
+    }
+
+    /// Forgets a manifest: record first (no new hit can start), then its bytes and its
+    /// subject link. Tags that resolved to it go with `remove_tags_resolving_to`.
+    pub fn remove_manifest(&self, d: &Digest) -> Result<()> {
+        let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else {
+            return Ok(());
+        };
+        self.manifests.remove(d.to_string())?;
+        self.manifest_bytes.remove(d.to_string())?;
+        if let Some(subject) = &rec.subject {
+            self.subjects.remove(key(&[&subject.to_string(), &d.to_string()]))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every tag record that resolved to one of `gone`, in one pass. Returns how many.
+    pub fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.tags.iter() {
+            let (k, v) = kv?;
+            if serde_json::from_slice::<TagRecord>(&v).is_ok_and(|t| gone.contains(&t.digest)) {
+                self.tags.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // === policy facts ===
+
+    pub fn context(&self, upstream: &str, repo: &str, d: &Digest) -> Result<Option<Context>> {
+        get(&self.contexts, key(&[upstream, repo, &d.to_string()]))
+    }
+
+    /// Records a context, unless the same one is there already (this runs on every serve).
+    pub fn put_context(&self, upstream: &str, repo: &str, d: &Digest, c: &Context) -> Result<()> {
+        let k = key(&[upstream, repo, &d.to_string()]);
+        if get::<Context>(&self.contexts, &k)?.as_ref() != Some(c) {
+            put(&self.contexts, k, c)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_blob_allowed(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
+        Ok(self
+            .allowed_blobs
+            .contains_key(key(&[upstream, repo, &d.to_string()]))?)
+    }
+
+    pub fn allow_blob(&self, upstream: &str, repo: &str, d: &Digest) -> Result<()> {
+        let k = key(&[upstream, repo, &d.to_string()]);
+        if !self.allowed_blobs.contains_key(&k)? {
+            self.allowed_blobs.insert(k, &[])?;
+        }
+        Ok(())
     }
 
     // === tags ===

@@ -1,0 +1,196 @@
+//! Admission: the filter policy applied on the serving path.
+//!
+//! Before any upstream contact, rules that need no manifest (upstream, repository, tag)
+//! may already refuse. Once the manifest is known, the full decision is made; an allowed
+//! manifest records what policy needs later: the tag and platform its children were reached
+//! with (so that decisions bound to a tag hold for the digests it resolved to), and, in
+//! strict mode, the blobs it lets in.
+
+use std::sync::Arc;
+
+use super::{Cache, Manifest, Target};
+use crate::error::{Error, Result};
+use crate::oci::{manifest, Digest};
+use crate::policy::filter::{self, Decision, ManifestFacts, Subject, Verdict};
+use crate::store::index::Context;
+
+impl Cache {
+    fn policy_is_open(&self) -> bool {
+        let p = &self.settings.policy;
+        p.rules.is_empty() && p.default == filter::Action::Allow && !p.blobs_require_manifest
+    }
+
+    /// Refuses before any upstream contact when rules that need no manifest already deny.
+    /// A digest is judged with the tag it was last reached through.
+    pub(super) fn precheck(&self, t: &Target, tag: Option<&str>, digest: Option<&Digest>) -> Result<()> {
+        if self.policy_is_open() {
+            return Ok(());
+        }
+        let context_tag = match (tag, digest) {
+            (None, Some(d)) => self
+                .store
+                .index
+                .context(t.upstream.name(), &t.repo, d)?
+                .and_then(|c| c.tag),
+            _ => None,
+        };
+        let tag = tag.or(context_tag.as_deref());
+        let subject = Subject {
+            upstream: t.upstream.name().to_owned(),
+            repository: t.repo.clone(),
+            tag: tag.map(str::to_owned),
+            ..Default::default()
+        };
+        match filter::evaluate(&self.settings.policy.rules, self.settings.policy.default, &subject) {
+            Some(
+                d @ Decision {
+                    verdict: Verdict::Deny(_),
+                    ..
+                },
+            ) => self.refuse(t, None, d),
+            _ => Ok(()),
+        }
+    }
+
+    /// The full decision for a manifest about to be served.
+    pub(super) async fn admit_manifest(self: &Arc<Self>, t: &Target, tag: Option<&str>, m: &Manifest) -> Result<()> {
+        if self.policy_is_open() {
+            return Ok(());
+        }
+        let parsed = manifest::parse(&m.bytes, Some(&m.media_type)).map_err(Error::internal)?;
+        let index = &self.store.index;
+        let up = t.upstream.name();
+        let context = index.context(up, &t.repo, &m.digest)?.unwrap_or_default();
+        let tag = tag.map(str::to_owned).or(context.tag.clone());
+        let subject = Subject {
+            upstream: up.to_owned(),
+            repository: t.repo.clone(),
+            tag: tag.clone(),
+            manifest: Some(ManifestFacts {
+                media_type: m.media_type.clone(),
+                artifact_type: parsed.artifact_type.clone(),
+                layer_media_types: parsed.layers.iter().map(|l| l.media_type.clone()).collect(),
+            }),
+            platform: context.platform.clone(),
+        };
+        let decision = filter::evaluate(&self.settings.policy.rules, self.settings.policy.default, &subject)
+            .ok_or_else(|| Error::internal("a policy decision with the manifest known is always made"))?;
+        let decision = match decision.verdict {
+            Verdict::AllowWithReferrer(types, reason) => {
+                let referrers = self.referrers(t, &m.digest).await?.items;
+                let signed = referrers
+                    .iter()
+                    .any(|r| r.artifact_type.as_deref().is_some_and(|a| types.matches(a)));
+                let verdict = if signed { Verdict::Allow } else { Verdict::Deny(reason) };
+                Decision {
+                    rule: decision.rule,
+                    verdict,
+                }
+            }
+            _ => decision,
+        };
+        if let Verdict::Deny(_) = decision.verdict {
+            return self.refuse(t, Some(&m.digest), decision);
+        }
+        self.count_decision(&decision.rule, true);
+        tracing::debug!(upstream = up, repo = %t.repo, digest = %m.digest, rule = %decision.rule, "policy allows");
+        if tag.is_some() && context.tag != tag {
+            index.put_context(
+                up,
+                &t.repo,
+                &m.digest,
+                &Context {
+                    tag: tag.clone(),
+                    platform: context.platform.clone(),
+                },
+            )?;
+        }
+        for child in &parsed.manifests {
+            let platform = child.platform.as_ref().and_then(filter::platform_string);
+            index.put_context(
+                up,
+                &t.repo,
+                &child.digest,
+                &Context {
+                    tag: tag.clone(),
+                    platform,
+                },
+            )?;
+        }
+        if self.settings.policy.blobs_require_manifest {
+            for blob in parsed.config.iter().chain(&parsed.layers) {
+                index.allow_blob(up, &t.repo, &blob.digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Blobs: refused by the first matching rule that names nothing but upstream and
+    /// repository, when it denies; in strict mode, also unless an allowed manifest of this
+    /// repository references them. (Other rules judge manifests; strict mode carries their
+    /// verdict to blobs.)
+    pub(super) fn admit_blob(&self, t: &Target, d: &Digest) -> Result<()> {
+        if self.policy_is_open() {
+            return Ok(());
+        }
+        self.admit_repository(t)?;
+        if self.settings.policy.blobs_require_manifest
+            && !self.store.index.is_blob_allowed(t.upstream.name(), &t.repo, d)?
+        {
+            self.count_decision("blobs_require_manifest", false);
+            tracing::info!(upstream = %t.upstream.name(), repo = %t.repo, digest = %d, "policy denies a blob no allowed manifest references");
+            return Err(Error::Denied(format!(
+                "blob {d} is not referenced by an allowed manifest of {} (blobs_require_manifest)",
+                t.repo
+            )));
+        }
+        Ok(())
+    }
+
+    /// Listings and blobs: refused by the first matching rule that names nothing but
+    /// upstream and repository, when it denies.
+    pub(super) fn admit_repository(&self, t: &Target) -> Result<()> {
+        if self.policy_is_open() {
+            return Ok(());
+        }
+        let rules = &self.settings.policy.rules;
+        let repo_rules: Vec<_> = rules
+            .iter()
+            .filter(|r| r.names_only_upstream_and_repository())
+            .cloned()
+            .collect();
+        let subject = Subject {
+            upstream: t.upstream.name().to_owned(),
+            repository: t.repo.clone(),
+            ..Default::default()
+        };
+        match filter::evaluate(&repo_rules, filter::Action::Allow, &subject) {
+            Some(
+                decision @ Decision {
+                    verdict: Verdict::Deny(_),
+                    ..
+                },
+            ) => self.refuse(t, None, decision),
+            _ => Ok(()),
+        }
+    }
+
+    fn refuse(&self, t: &Target, digest: Option<&Digest>, d: Decision) -> Result<()> {
+        let Verdict::Deny(reason) = d.verdict else {
+            return Ok(());
+        };
+        self.count_decision(&d.rule, false);
+        tracing::info!(upstream = %t.upstream.name(), repo = %t.repo, digest = ?digest, rule = %d.rule, %reason, "policy denies");
+        Err(Error::Denied(reason))
+    }
+
+    fn count_decision(&self, rule: &str, allowed: bool) {
+        let mut counts = self.stats.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        let e = counts.entry(rule.to_owned()).or_default();
+        if allowed {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Policies: what may enter the cache (`filter`) and how long it stays (`retention`).
+//! Pure functions over facts the cache gathers; the cache acts on their answers.
+
+pub mod filter;
+pub mod glob;
+pub mod retention;
