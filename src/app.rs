@@ -16,9 +16,9 @@ pub struct App {
 
 impl App {
     pub fn build(config: Config) -> Result<Arc<App>> {
-        let (store, _) = Store::open(&config.data_dir)?;
+        let (store, found) = Store::open(&config.data_dir)?;
         let upstreams = Upstreams::build(&config)?;
-        let cache = Arc::new(Cache::new(store, Settings::from_config(&config)));
+        let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config)));
         Ok(Arc::new(App {
             config,
             upstreams,

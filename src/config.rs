@@ -555,6 +555,37 @@ url = "https://registry-1.docker.io"
         Config::parse(text).unwrap();
     }
 
+    #[test]
+    fn shipped_examples_are_valid_when_uncommented() {
+        // Every example from the [[policy]] notes on, and the commented cache budget.
+        let shipped = include_str!("../config.toml");
+        let examples_from = shipped.find("# --- [[policy]]").unwrap();
+        let uncomment = |l: &'static str| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[[")
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+            {
+                rest
+            }
+            _ => l,
+        };
+        let head = shipped[..examples_from].replace("# max_cache_bytes", "max_cache_bytes");
+        let text = format!(
+            "{head}{}",
+            shipped[examples_from..]
+                .lines()
+                .map(uncomment)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.policy.rules.len() >= 8, "{}", c.policy.rules.len());
+        assert!(c.retention.classes.iter().any(|r| r.name == "signatures" && r.pin));
+        assert_eq!(c.retention.limits.max_cache_bytes, Some(200 << 30));
+    }
+
     fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
     }

@@ -10,7 +10,8 @@
 //! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`cache`]: hits, fills, coalescing, tag revalidation, stale-if-error;
 //! - [`http`]: routes, headers, ranges, access log;
-//! - [`server`]: the listener and graceful shutdown; [`app`] wires it all.
+//! - [`server`]: the listener and graceful shutdown; [`app`] wires it all;
+//! - [`ops`] and [`report`]: the operator commands (`gc`, `cache stats`, `policy check`).
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +21,9 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod oci;
+pub mod ops;
 pub mod policy;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod upstream;

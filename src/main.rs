@@ -1,5 +1,6 @@
-//! The `entrepot` command: parse flags, load the config, set up logging, serve.
+//! The `entrepot` command: parse flags, load the config, set up logging, run.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,9 +23,8 @@ struct Cli {
 enum Command {
     /// Serve the registry pull API, fetching misses from the configured upstreams.
     Serve {
-        /// The configuration file.
-        #[arg(long, default_value = "config.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Listen on this address instead of the config's `listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -35,48 +35,129 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Apply retention now: print what goes and why.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only print what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Explain policy decisions.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Inspect the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// The decision for a reference (and each child of an index), without pulling blobs.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// As clients write it: docker.io/library/alpine:3.20, ghcr.io/org/app@sha256:…
+        reference: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Count, bytes and hits per retention class and per upstream.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long = "config", default_value = "config.toml")]
+    path: PathBuf,
 }
 
 /// Exit status for a configuration the process cannot run with.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let Command::Serve {
-        config,
-        listen,
-        data_dir,
-        offline,
-    } = Cli::parse().command;
-    let mut cfg = match Config::load(&config) {
+    let command = Cli::parse().command;
+    let config_path = match &command {
+        Command::Serve { config, .. } | Command::Gc { config, .. } => &config.path,
+        Command::Policy {
+            command: PolicyCommand::Check { config, .. },
+        } => &config.path,
+        Command::Cache {
+            command: CacheCommand::Stats { config },
+        } => &config.path,
+    };
+    let mut cfg = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("entrepot: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(l) = listen {
-        cfg.listen = l;
-    }
-    if let Some(d) = data_dir {
-        cfg.data_dir = d;
-    }
-    cfg.offline |= offline;
     init_tracing(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
+    match command {
+        Command::Serve {
+            listen,
+            data_dir,
+            offline,
+            ..
+        } => {
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            cfg.offline |= offline;
+            block_on(serve(cfg))
+        }
+        Command::Gc { dry_run, .. } => block_on(print(entrepot::ops::gc(cfg, dry_run))),
+        Command::Policy {
+            command: PolicyCommand::Check { reference, .. },
+        } => block_on(print(entrepot::ops::policy_check(cfg, &reference))),
+        Command::Cache {
+            command: CacheCommand::Stats { .. },
+        } => block_on(print(entrepot::ops::stats(cfg))),
+    }
+}
+
+fn block_on(f: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("entrepot: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(run(cfg))
+    }
+}
+
+async fn print(report: impl Future<Output = entrepot::Result<String>>) -> ExitCode {
+    match report.await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("entrepot: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing(config_level: &str) {
+    use std::io::IsTerminal;
     // RUST_LOG, when set, wins over the config file.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config_level));
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -84,7 +165,7 @@ fn init_tracing(config_level: &str) {
         .init();
 }
 
-async fn run(cfg: Config) -> ExitCode {
+async fn serve(cfg: Config) -> ExitCode {
     let listen = cfg.listen;
     let offline = cfg.offline;
     let app = match App::build(cfg) {

@@ -27,6 +27,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let flusher = tokio::spawn(flush_periodically(app.clone()));
+    let sweeper = tokio::spawn(sweep_periodically(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -43,7 +44,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| crate::http::handle(app.clone(), req));
+        let service = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -58,7 +59,30 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     flusher.abort();
+    sweeper.abort();
     app.cache.flush().await;
+}
+
+/// Retention runs every `sweep_interval`, and sooner when a fill is about to cross the high
+/// watermark. Offline, nothing is evicted unless an operator asks (`entrepot gc`).
+async fn sweep_periodically(app: Arc<App>) {
+    let cache = &app.cache;
+    if !cache.retention_configured() {
+        return;
+    }
+    let every = cache.settings.retention.sweep_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cache.sweep_now.notified() => {}
+        }
+        if cache.settings.offline {
+            continue;
+        }
+        if let Err(e) = cache.sweep(false).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+    }
 }
 
 async fn flush_periodically(app: Arc<App>) {

@@ -10,9 +10,33 @@ use std::sync::Arc;
 
 use super::{Cache, Manifest, Target};
 use crate::error::{Error, Result};
+use crate::oci::media::AcceptClass;
 use crate::oci::{manifest, Digest};
 use crate::policy::filter::{self, Decision, ManifestFacts, Subject, Verdict};
 use crate::store::index::Context;
+
+/// A decision and the facts it rests on.
+struct Judged {
+    decision: Decision,
+    parsed: manifest::Parsed,
+    tag: Option<String>,
+    context: Context,
+}
+
+fn describe(m: &Manifest, j: &Judged) -> String {
+    let verdict = match &j.decision.verdict {
+        Verdict::Allow => "allow".to_owned(),
+        Verdict::Deny(reason) => format!("deny ({reason})"),
+        Verdict::AllowWithReferrer(_, reason) => format!("allow if referred ({reason})"),
+    };
+    format!(
+        "{} {} artifactType={} -> {verdict} [rule {}]",
+        m.digest,
+        m.media_type,
+        j.parsed.artifact_type.as_deref().unwrap_or("-"),
+        j.decision.rule
+    )
+}
 
 impl Cache {
     fn policy_is_open(&self) -> bool {
@@ -57,38 +81,14 @@ impl Cache {
         if self.policy_is_open() {
             return Ok(());
         }
-        let parsed = manifest::parse(&m.bytes, Some(&m.media_type)).map_err(Error::internal)?;
+        let Judged {
+            decision,
+            parsed,
+            tag,
+            context,
+        } = self.judge(t, tag, m, None).await?;
         let index = &self.store.index;
         let up = t.upstream.name();
-        let context = index.context(up, &t.repo, &m.digest)?.unwrap_or_default();
-        let tag = tag.map(str::to_owned).or(context.tag.clone());
-        let subject = Subject {
-            upstream: up.to_owned(),
-            repository: t.repo.clone(),
-            tag: tag.clone(),
-            manifest: Some(ManifestFacts {
-                media_type: m.media_type.clone(),
-                artifact_type: parsed.artifact_type.clone(),
-                layer_media_types: parsed.layers.iter().map(|l| l.media_type.clone()).collect(),
-            }),
-            platform: context.platform.clone(),
-        };
-        let decision = filter::evaluate(&self.settings.policy.rules, self.settings.policy.default, &subject)
-            .ok_or_else(|| Error::internal("a policy decision with the manifest known is always made"))?;
-        let decision = match decision.verdict {
-            Verdict::AllowWithReferrer(types, reason) => {
-                let referrers = self.referrers(t, &m.digest).await?.items;
-                let signed = referrers
-                    .iter()
-                    .any(|r| r.artifact_type.as_deref().is_some_and(|a| types.matches(a)));
-                let verdict = if signed { Verdict::Allow } else { Verdict::Deny(reason) };
-                Decision {
-                    rule: decision.rule,
-                    verdict,
-                }
-            }
-            _ => decision,
-        };
         if let Verdict::Deny(_) = decision.verdict {
             return self.refuse(t, Some(&m.digest), decision);
         }
@@ -123,6 +123,99 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// The decision for a manifest, with the facts it rests on. `platform` overrides what
+    /// the index knows (for `policy check`, which walks an index's children itself).
+    async fn judge(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: Option<&str>,
+        m: &Manifest,
+        platform: Option<Option<String>>,
+    ) -> Result<Judged> {
+        let parsed = manifest::parse(&m.bytes, Some(&m.media_type)).map_err(Error::internal)?;
+        let mut context = self
+            .store
+            .index
+            .context(t.upstream.name(), &t.repo, &m.digest)?
+            .unwrap_or_default();
+        if let Some(p) = platform {
+            context.platform = p;
+        }
+        let tag = tag.map(str::to_owned).or(context.tag.clone());
+        let subject = Subject {
+            upstream: t.upstream.name().to_owned(),
+            repository: t.repo.clone(),
+            tag: tag.clone(),
+            manifest: Some(ManifestFacts {
+                media_type: m.media_type.clone(),
+                artifact_type: parsed.artifact_type.clone(),
+                layer_media_types: parsed.layers.iter().map(|l| l.media_type.clone()).collect(),
+            }),
+            platform: context.platform.clone(),
+        };
+        let decision = filter::evaluate(&self.settings.policy.rules, self.settings.policy.default, &subject)
+            .ok_or_else(|| Error::internal("a policy decision with the manifest known is always made"))?;
+        let decision = match decision.verdict {
+            Verdict::AllowWithReferrer(types, reason) => {
+                let referrers = self.referrers(t, &m.digest).await?.items;
+                let signed = referrers
+                    .iter()
+                    .any(|r| r.artifact_type.as_deref().is_some_and(|a| types.matches(a)));
+                let verdict = if signed { Verdict::Allow } else { Verdict::Deny(reason) };
+                Decision {
+                    rule: decision.rule,
+                    verdict,
+                }
+            }
+            _ => decision,
+        };
+        Ok(Judged {
+            decision,
+            parsed,
+            tag,
+            context,
+        })
+    }
+
+    /// `policy check`: the decision for a reference and, for an index, for each child, with
+    /// the manifests fetched (and cached) but no blob.
+    pub async fn explain(self: &Arc<Self>, t: &Target, reference: &str) -> Result<String> {
+        use std::fmt::Write;
+        let (tag, m) = if reference.contains(':') {
+            let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+            (None, self.lookup_or_fetch_by_digest(t, &d).await?.manifest)
+        } else {
+            (
+                Some(reference),
+                self.resolve_tag_once(t, reference, AcceptClass::ALL).await?.manifest,
+            )
+        };
+        let mut out = String::new();
+        let judged = self.judge(t, tag, &m, None).await?;
+        let _ = writeln!(
+            out,
+            "{}/{}{}{reference}",
+            t.upstream.name(),
+            t.repo,
+            if tag.is_some() { ":" } else { "@" }
+        );
+        let _ = writeln!(out, "  {}", describe(&m, &judged));
+        for child in &judged.parsed.manifests {
+            let platform = child.platform.as_ref().and_then(filter::platform_string);
+            let child_manifest = self.lookup_or_fetch_by_digest(t, &child.digest).await?.manifest;
+            let j = self
+                .judge(t, judged.tag.as_deref(), &child_manifest, Some(platform.clone()))
+                .await?;
+            let _ = writeln!(
+                out,
+                "    {:16} {}",
+                platform.unwrap_or_else(|| "(no platform)".into()),
+                describe(&child_manifest, &j)
+            );
+        }
+        Ok(out)
     }
 
     /// Blobs: refused by the first matching rule that names nothing but upstream and

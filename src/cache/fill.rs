@@ -176,6 +176,11 @@ impl Cache {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
         let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(high), Some(size)) = (self.settings.retention.limits.high_bytes(), total) {
+            if self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed) + size > high {
+                self.sweep_now.notify_one();
+            }
+        }
         let ingest = self.store.blobs.ingest(&fill.digest)?;
         fill.publish(|s| {
             s.phase = Phase::Streaming;
@@ -235,6 +240,7 @@ impl Cache {
             upstream: up.name().to_owned(),
         };
         self.store.index.put_blob(&fill.digest, &record)?;
+        self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         Ok(size)
     }
 }

@@ -11,15 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use super::fill::{Fill, Phase};
+use super::sweep::Serving;
 use crate::http::body::Body;
 
 const READ_CHUNK: usize = 256 * 1024;
 const CHANNEL_CHUNKS: usize = 2;
 
-/// Streams `len` bytes of a committed file from `start`.
-pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
+/// Streams `len` bytes of a committed file from `start`. `serving` is held until the end.
+pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Serving) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, Some(len));
     tokio::spawn(async move {
+        let _serving = serving;
         let result = async {
             if start > 0 {
                 file.seek(SeekFrom::Start(start)).await?;
@@ -47,9 +49,17 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
 /// Until the fill is verified, the last byte written is held back: a client
 /// reading the whole blob can only reach a clean end of body after verification, and a
 /// failed fill ends every follower's body with an error.
-pub fn following(fill: Arc<Fill>, committed_path: PathBuf, start: u64, end: Option<u64>, len: Option<u64>) -> Body {
+pub fn following(
+    fill: Arc<Fill>,
+    committed_path: PathBuf,
+    start: u64,
+    end: Option<u64>,
+    len: Option<u64>,
+    serving: Serving,
+) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
     tokio::spawn(async move {
+        let _serving = serving;
         if let Err(e) = follow(&tx, &fill, committed_path, start, end).await {
             tracing::debug!(digest = %fill.digest, error = %e, "follower aborted");
             let _ = tx.send(Err(e)).await;

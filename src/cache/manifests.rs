@@ -73,7 +73,7 @@ impl Cache {
         Ok(answer)
     }
 
-    async fn lookup_or_fetch_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
+    pub(super) async fn lookup_or_fetch_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d)? {
             self.store.index.touch(d);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
@@ -99,7 +99,12 @@ impl Cache {
     }
 
     /// Resolves a tag, one flight per (upstream, repository, tag, Accept class).
-    async fn resolve_tag_once(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+    pub(super) async fn resolve_tag_once(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<ManifestAnswer> {
         let key = format!("t\0{}\0{}\0{tag}\0{}", t.upstream.name(), t.repo, class.key());
         let (this, t2, tag2) = (self.clone(), t.clone(), tag.to_owned());
         let (result, joined) = self

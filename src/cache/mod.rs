@@ -13,6 +13,7 @@ pub mod flight;
 pub mod follow;
 mod lists;
 mod manifests;
+pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ pub struct Stats {
     pub digest_mismatches: AtomicU64,
     /// Policy decisions by the rule that made them: (allowed, denied).
     pub decisions: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Manifests and blobs evicted by retention.
+    pub evictions: AtomicU64,
 }
 
 pub struct Cache {
@@ -111,6 +114,12 @@ pub struct Cache {
     referrers: Arc<flight::Flights<ListAnswer<Vec<crate::oci::manifest::Descriptor>>>>,
     /// Tags the upstream said do not exist, until when to believe it.
     absent_tags: Mutex<HashMap<String, Instant>>,
+    serving: Arc<sweep::ServingSet>,
+    /// Blob bytes on disk, kept up to date by fills and sweeps.
+    pub stored_bytes: AtomicU64,
+    /// Wakes the sweeper before its interval: a fill is taking the cache past the high
+    /// watermark.
+    pub sweep_now: tokio::sync::Notify,
 }
 
 /// A blob ready to be streamed.
@@ -127,8 +136,11 @@ pub enum BlobSource {
 }
 
 impl Cache {
-    pub fn new(store: Store, settings: Settings) -> Cache {
+    pub fn new(store: Store, stored_bytes: u64, settings: Settings) -> Cache {
         Cache {
+            serving: Arc::default(),
+            stored_bytes: AtomicU64::new(stored_bytes),
+            sweep_now: tokio::sync::Notify::new(),
             store,
             settings,
             stats: Stats::default(),
@@ -150,8 +162,16 @@ impl Cache {
     }
 
     /// A blob for a GET: committed, or a fill that has started streaming.
-    pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome)> {
+    /// The returned `Serving` marks the blob as being read until the transfer drops it, so
+    /// that a sweep does not evict it meanwhile.
+    pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome, sweep::Serving)> {
         self.admit_blob(t, d)?;
+        let serving = self.serving.enter(d);
+        let (source, outcome) = self.find_blob(t, d).await?;
+        Ok((source, outcome, serving))
+    }
+
+    async fn find_blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome)> {
         if let Some(src) = self.committed_blob(d).await? {
             self.store.index.touch(d);
             return Ok((src, Outcome::Hit));

@@ -19,7 +19,7 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
         let (size, outcome) = app.cache.blob_size(t, &d).await?;
         return Ok(respond(StatusCode::OK, &d, size, None, Body::empty(), outcome));
     }
-    let (src, outcome) = app.cache.blob(t, &d).await?;
+    let (src, outcome, serving) = app.cache.blob(t, &d).await?;
     let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());
     match src {
         BlobSource::Committed { file, size } => match range::evaluate(range_header, size) {
@@ -28,11 +28,11 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
                 &d,
                 Some(size),
                 None,
-                follow::committed(file, 0, size),
+                follow::committed(file, 0, size, serving),
                 outcome,
             )),
             RangeRequest::Partial(r) => {
-                let body = follow::committed(file, r.start, r.len());
+                let body = follow::committed(file, r.start, r.len(), serving);
                 Ok(respond(
                     StatusCode::PARTIAL_CONTENT,
                     &d,
@@ -50,11 +50,11 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
             committed_path,
         } => match range::evaluate(range_header, size) {
             RangeRequest::Whole => {
-                let body = follow::following(fill, committed_path, 0, None, Some(size));
+                let body = follow::following(fill, committed_path, 0, None, Some(size), serving);
                 Ok(respond(StatusCode::OK, &d, Some(size), None, body, outcome))
             }
             RangeRequest::Partial(r) => {
-                let body = follow::following(fill, committed_path, r.start, Some(r.end + 1), Some(r.len()));
+                let body = follow::following(fill, committed_path, r.start, Some(r.end + 1), Some(r.len()), serving);
                 Ok(respond(
                     StatusCode::PARTIAL_CONTENT,
                     &d,
@@ -73,7 +73,7 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
             total: None,
             committed_path,
         } => {
-            let body = follow::following(fill, committed_path, 0, None, None);
+            let body = follow::following(fill, committed_path, 0, None, None, serving);
             Ok(respond(StatusCode::OK, &d, None, None, body, outcome))
         }
     }

@@ -4,6 +4,7 @@
 //! A request reads top to bottom: `handle` → `dispatch` (method, route, upstream) → the
 //! endpoint's handler (`blobs`, `manifests`, `lists`) → the cache.
 
+mod admin;
 mod blobs;
 pub mod body;
 pub mod headers;
@@ -14,6 +15,7 @@ pub mod route;
 pub mod target;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +29,7 @@ use body::Body;
 use route::Endpoint;
 
 /// The hyper service function. It never fails: errors are answered, not propagated.
-pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>, Infallible> {
+pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let span = tracing::info_span!(
         "request",
@@ -39,7 +41,7 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>,
         cache = field::Empty,
     );
     let head = req.method() == Method::HEAD;
-    let mut resp = match dispatch(&app, &req).instrument(span.clone()).await {
+    let mut resp = match dispatch(&app, peer, &req).instrument(span.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             let _enter = span.enter();
@@ -69,8 +71,11 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>,
     Ok(resp)
 }
 
-async fn dispatch<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>> {
+async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Result<Response<Body>> {
     let path = req.uri().path();
+    if path.starts_with(admin::PREFIX) {
+        return admin::handle(app, req.method(), path, peer).await;
+    }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(Error::Unsupported(format!(
             "{} is not supported: entrepot is a read-only cache",

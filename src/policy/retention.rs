@@ -76,6 +76,7 @@ pub struct ManifestItem {
     pub subject: Option<Digest>,
     pub cached_at: u64,
     pub last_access: u64,
+    pub hits: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +87,7 @@ pub struct BlobItem {
     pub size: u64,
     pub cached_at: u64,
     pub last_access: u64,
+    pub hits: u64,
 }
 
 #[derive(Debug, Default)]

@@ -89,8 +89,9 @@ impl Blobs {
         result
     }
 
-    pub async fn remove(&self, digest: &Digest) -> io::Result<()> {
-        match tokio::fs::remove_file(self.path(digest)).await {
+    /// Deletes a committed blob (blocking). Readers that have it open keep reading.
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match std::fs::remove_file(self.path(digest)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -24,6 +24,7 @@ pub struct Reconciled {
     pub records_dropped: usize,
     pub files_adopted: usize,
     pub blobs: usize,
+    pub bytes: u64,
 }
 
 impl Store {
@@ -78,6 +79,7 @@ impl Store {
             }
         }
         r.blobs = files.len();
+        r.bytes = files.values().sum();
         Ok(r)
     }
 }
@@ -122,7 +124,8 @@ mod tests {
                 temp_files_removed: 1,
                 records_dropped: 1,
                 files_adopted: 1,
-                blobs: 2
+                blobs: 2,
+                bytes: 10
             }
         );
         assert!(store.index.blob(&ghost).unwrap().is_none());

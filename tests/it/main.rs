@@ -8,6 +8,7 @@ mod cli;
 mod lists;
 mod manifests;
 mod offline;
+mod policy;
 mod requests;
 mod routing;
 mod upstream_auth;

@@ -80,6 +80,24 @@ impl Drop for TestProxy {
     }
 }
 
+/// The shipped `config.toml`'s commented `[[policy]]` examples, uncommented: the tests hold
+/// them to working as written.
+pub fn shipped_policy_examples() -> String {
+    let shipped = include_str!("../../../config.toml");
+    let from = shipped.find("# --- [[policy]]").expect("policy notes");
+    let to = shipped.find("# --- [[retention]]").expect("retention notes");
+    shipped[from..to]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with("[[")
+                || l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{extra}\n")
 }

@@ -200,6 +200,63 @@ impl TestRegistry {
         (d, bytes, layers.into_iter().map(|(d, _)| d).collect())
     }
 
+    /// A manifest whose config has `config_media_type` and whose layers have the given media
+    /// types (small distinct contents). Returns (digest, bytes, blob digests).
+    pub fn put_artifact(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        config_media_type: &str,
+        layer_media_types: &[&str],
+    ) -> (String, Bytes, Vec<String>) {
+        let config = format!(r#"{{"kind":"{config_media_type}","repo":"{repo}","tag":"{tag:?}"}}"#);
+        let config_digest = self.put_blob(config.clone());
+        let mut blobs = vec![config_digest.clone()];
+        let mut layers = Vec::new();
+        for (i, media) in layer_media_types.iter().enumerate() {
+            let content = format!("layer {i} of {repo} {tag:?} {media}");
+            let d = self.put_blob(content.clone());
+            blobs.push(d.clone());
+            layers.push(format!(
+                r#"{{"mediaType":"{media}","digest":"{d}","size":{}}}"#,
+                content.len()
+            ));
+        }
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{config_media_type}","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+            config.len(),
+            layers.join(",")
+        );
+        let bytes = Bytes::from(manifest);
+        (self.put_manifest(repo, tag, OCI_MANIFEST, bytes.clone()), bytes, blobs)
+    }
+
+    /// An index over `(digest, size, "os/arch")` children.
+    pub fn put_index(&self, repo: &str, tag: &str, children: &[(&str, usize, &str)]) -> (String, Bytes) {
+        let entries: Vec<String> = children
+            .iter()
+            .map(|(d, size, platform)| {
+                let (os, arch) = platform.split_once('/').unwrap();
+                format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{size},"platform":{{"os":"{os}","architecture":"{arch}"}}}}"#)
+            })
+            .collect();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+            entries.join(",")
+        );
+        let bytes = Bytes::from(index);
+        (self.put_manifest(repo, Some(tag), OCI_INDEX, bytes.clone()), bytes)
+    }
+
+    /// A referrer of `subject` with this artifact type. Returns its digest.
+    pub fn put_referrer(&self, repo: &str, subject: &str, subject_size: usize, artifact_type: &str) -> String {
+        let empty = self.put_blob("{}");
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{subject_size}}}}}"#
+        );
+        self.put_manifest(repo, None, OCI_MANIFEST, m)
+    }
+
     /// Faults apply to requests whose path contains `path_part`, first added first.
     pub fn fault(&self, path_part: &str, fault: Fault) {
         self.state.lock().unwrap().faults.push((path_part.into(), fault));

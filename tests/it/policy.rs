@@ -1,0 +1,311 @@
+//! Filtering policy, end to end: the shipped examples as written, first-match order,
+//! denied content never fetched, strict mode, required referrers, tag-bound decisions.
+
+use crate::support::registry::{DOCKER_MANIFEST, OCI_INDEX};
+use crate::support::*;
+
+const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
+const SIF_CONFIG: &str = "application/vnd.sylabs.sif.config.v1+json";
+const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+const COSIGN: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+async fn setup(policy: &str) -> (tempfile::TempDir, TestRegistry, TestProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start_with(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
+    let ups = format!("{}{policy}\n", upstream("reg.test", &reg.url(), ""));
+    let proxy = TestProxy::start(dir.path(), "tag_ttl = \"0s\"", &ups).await;
+    (dir, reg, proxy)
+}
+
+fn assert_denied(got: &Got, reason_part: &str) {
+    assert_eq!(got.status, 403, "{:?}", got.body);
+    assert_eq!(got.error_code(), "DENIED");
+    let message = got.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains(reason_part), "{message}");
+}
+
+#[tokio::test]
+async fn shipped_examples_work_as_written() {
+    let (_dir, reg, proxy) = setup(&shipped_policy_examples()).await;
+
+    // Singularity: denied, and its blobs never fetched.
+    let (_, _, sif_blobs) = reg.put_artifact(
+        "lab/sim",
+        Some("v1"),
+        SIF_CONFIG,
+        &["application/vnd.sylabs.sif.layer.v1.sif"],
+    );
+    assert_denied(
+        &get(&proxy.url("/v2/lab/sim/manifests/v1")).await,
+        "SIF images are not allowed here",
+    );
+    // Foreign layers: denied.
+    reg.put_artifact("win/app", Some("v1"), IMAGE_CONFIG, &[LAYER, FOREIGN]);
+    assert_denied(
+        &get(&proxy.url("/v2/win/app/manifests/v1")).await,
+        "foreign and non-distributable",
+    );
+
+    // The charts/ tree: images and Helm charts in, anything else out.
+    reg.put_artifact("charts/app", Some("image"), IMAGE_CONFIG, &[LAYER]);
+    reg.put_artifact(
+        "charts/app",
+        Some("chart"),
+        HELM_CONFIG,
+        &["application/vnd.cncf.helm.chart.content.v1.tar+gzip"],
+    );
+    reg.put_artifact("charts/app", Some("wasm"), WASM_CONFIG, &["application/wasm"]);
+    assert_eq!(get(&proxy.url("/v2/charts/app/manifests/image")).await.status, 200);
+    assert_eq!(get(&proxy.url("/v2/charts/app/manifests/chart")).await.status, 200);
+    assert_denied(
+        &get(&proxy.url("/v2/charts/app/manifests/wasm")).await,
+        "only container images and Helm charts",
+    );
+    // Outside the tree the same artifact is fine.
+    reg.put_artifact("other/app", Some("wasm"), WASM_CONFIG, &["application/wasm"]);
+    assert_eq!(get(&proxy.url("/v2/other/app/manifests/wasm")).await.status, 200);
+
+    // Platforms: the index is served unchanged, the windows child is refused.
+    let (amd, amd_bytes, _) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER]);
+    let (arm, arm_bytes, _) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER, LAYER]);
+    let (win, win_bytes, _) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER, LAYER, LAYER]);
+    let (index, index_bytes) = reg.put_index(
+        "multi/app",
+        "latest",
+        &[
+            (&amd, amd_bytes.len(), "linux/amd64"),
+            (&arm, arm_bytes.len(), "linux/arm64"),
+            (&win, win_bytes.len(), "windows/amd64"),
+        ],
+    );
+    let got = request(
+        http::Method::GET,
+        &proxy.url("/v2/multi/app/manifests/latest"),
+        &[("accept", OCI_INDEX)],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes(), &index_bytes);
+    assert_eq!(got.header("docker-content-digest"), Some(index.as_str()));
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/multi/app/manifests/{amd}"))).await.status,
+        200
+    );
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/multi/app/manifests/{arm}"))).await.status,
+        200
+    );
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/multi/app/manifests/{win}"))).await,
+        "only linux/amd64 and linux/arm64",
+    );
+
+    // None of the denied manifests' blobs was asked of the upstream.
+    for b in &sif_blobs {
+        assert_eq!(reg.count("GET", b) + reg.count("HEAD", b), 0);
+    }
+    let counts = proxy.app.cache.stats.decisions.lock().unwrap().clone();
+    assert_eq!(counts["no-sif"], (0, 1));
+    assert_eq!(counts["other-platforms"], (0, 1));
+    assert!(counts["charts-tree-content"].0 >= 2);
+}
+
+#[tokio::test]
+async fn the_first_matching_rule_wins() {
+    let allow_first = "[[policy]]\naction = \"allow\"\nrepository = \"team/*\"\n[[policy]]\naction = \"deny\"\nartifact_type = \"application/vnd.wasm.*\"\nreason = \"no wasm\"\n";
+    let (_dir, reg, proxy) = setup(allow_first).await;
+    reg.put_artifact("team/mod", Some("v1"), WASM_CONFIG, &["application/wasm"]);
+    assert_eq!(get(&proxy.url("/v2/team/mod/manifests/v1")).await.status, 200);
+    drop(proxy);
+
+    let deny_first = "[[policy]]\naction = \"deny\"\nartifact_type = \"application/vnd.wasm.*\"\nreason = \"no wasm\"\n[[policy]]\naction = \"allow\"\nrepository = \"team/*\"\n";
+    let (_dir, reg, proxy) = setup(deny_first).await;
+    reg.put_artifact("team/mod", Some("v1"), WASM_CONFIG, &["application/wasm"]);
+    assert_denied(&get(&proxy.url("/v2/team/mod/manifests/v1")).await, "no wasm");
+}
+
+#[tokio::test]
+async fn repository_and_upstream_rules_refuse_before_any_upstream_contact() {
+    let rules = "[[policy]]\naction = \"deny\"\nupstream = \"reg.test\"\nrepository = \"blocked/*\"\nreason = \"blocked tree\"\n";
+    let (_dir, reg, proxy) = setup(rules).await;
+    let (d, _, blobs) = reg.put_artifact("blocked/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    for path in [
+        "/v2/blocked/app/manifests/v1".to_owned(),
+        format!("/v2/blocked/app/manifests/{d}"),
+        format!("/v2/blocked/app/blobs/{}", blobs[1]),
+        "/v2/blocked/app/tags/list".to_owned(),
+        format!("/v2/blocked/app/referrers/{d}"),
+    ] {
+        assert_denied(&get(&proxy.url(&path)).await, "blocked tree");
+    }
+    assert_eq!(reg.total_requests(), 0, "nothing reached the upstream: {:?}", reg.log());
+}
+
+#[tokio::test]
+async fn strict_mode_serves_only_blobs_of_allowed_manifests() {
+    let rules = "blobs_require_manifest = true\n[[policy]]\naction = \"deny\"\nartifact_type = \"application/vnd.sylabs.sif.*\"\nreason = \"no SIF\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let ups = format!(
+        "{}{}",
+        upstream("reg.test", &reg.url(), ""),
+        rules.split_once('\n').unwrap().1
+    );
+    let proxy = TestProxy::start(dir.path(), rules.split_once('\n').unwrap().0, &ups).await;
+    let (_, _, image_blobs) = reg.put_artifact("team/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    let (_, _, sif_blobs) = reg.put_artifact("team/app", Some("sif"), SIF_CONFIG, &[LAYER]);
+    let stray = reg.put_blob("not referenced by anything");
+
+    // Before any manifest, no blob.
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/team/app/blobs/{}", image_blobs[1]))).await,
+        "blobs_require_manifest",
+    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v1")).await.status, 200);
+    for b in &image_blobs {
+        assert_eq!(get(&proxy.url(&format!("/v2/team/app/blobs/{b}"))).await.status, 200);
+        assert_eq!(head(&proxy.url(&format!("/v2/team/app/blobs/{b}"))).await.status, 200);
+    }
+    // Allowed in team/app is not allowed in another repository.
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/team/other/blobs/{}", image_blobs[1]))).await,
+        "blobs_require_manifest",
+    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/sif")).await.status, 403);
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/team/app/blobs/{}", sif_blobs[1]))).await,
+        "blobs_require_manifest",
+    );
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/team/app/blobs/{stray}"))).await,
+        "blobs_require_manifest",
+    );
+    for b in sif_blobs.iter().skip(1).chain([&stray]) {
+        assert_eq!(
+            reg.count("GET", b) + reg.count("HEAD", b),
+            0,
+            "a refused blob reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_required_referrer_gates_the_manifest() {
+    let rules = "default_policy = \"deny\"\n";
+    let policy = "[[policy]]\nname = \"signed\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_referrer = \"application/vnd.dev.cosign.*\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start_with(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
+    let proxy = TestProxy::start(
+        dir.path(),
+        &format!("{rules}tag_ttl = \"0s\""),
+        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
+    )
+    .await;
+    let (d, bytes, _) = reg.put_artifact("prod/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    assert_denied(
+        &get(&proxy.url("/v2/prod/app/manifests/v1")).await,
+        "requires a referrer",
+    );
+    reg.put_referrer("prod/app", &d, bytes.len(), COSIGN);
+    assert_eq!(get(&proxy.url("/v2/prod/app/manifests/v1")).await.status, 200);
+    reg.put_artifact("dev/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    assert_denied(&get(&proxy.url("/v2/dev/app/manifests/v1")).await, "default_policy");
+}
+
+#[tokio::test]
+async fn decisions_on_a_tag_hold_for_the_digest_it_resolved_to() {
+    let rules = "default_policy = \"deny\"";
+    let policy = "[[policy]]\naction = \"allow\"\ntag = \"v*\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let proxy = TestProxy::start(
+        dir.path(),
+        rules,
+        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
+    )
+    .await;
+    let (released, _, _) = reg.put_artifact("team/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    let (unreleased, _, _) = reg.put_artifact("team/app", Some("nightly"), IMAGE_CONFIG, &[LAYER, LAYER]);
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v1")).await.status, 200);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/team/app/manifests/{released}")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/nightly")).await.status, 403);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/team/app/manifests/{unreleased}")))
+            .await
+            .status,
+        403
+    );
+
+    // Children of an index allowed through a tag are reached with that tag.
+    let (child, child_bytes, _) = reg.put_artifact("team/app", None, IMAGE_CONFIG, &[LAYER, LAYER, LAYER]);
+    reg.put_index("team/app", "v2", &[(&child, child_bytes.len(), "linux/amd64")]);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/team/app/manifests/{child}"))).await.status,
+        403,
+        "not reached through a tag yet"
+    );
+    assert_eq!(get(&proxy.url("/v2/team/app/manifests/v2")).await.status, 200);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/team/app/manifests/{child}"))).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn docker_manifests_are_judged_too() {
+    let policy = "[[policy]]\naction = \"deny\"\nmedia_type = \"application/vnd.docker.distribution.manifest.v2+json\"\nreason = \"docker schema 2 refused here\"\n";
+    let (_dir, reg, proxy) = setup(policy).await;
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+        reg.put_blob("{}")
+    );
+    reg.put_manifest("team/old", Some("v1"), DOCKER_MANIFEST, body);
+    assert_denied(&get(&proxy.url("/v2/team/old/manifests/v1")).await, "docker schema 2");
+}
+
+#[tokio::test]
+async fn policy_check_explains_an_index_child_by_child() {
+    let (_dir, reg, proxy) = setup(&shipped_policy_examples()).await;
+    let (amd, amd_bytes, amd_blobs) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER]);
+    let (win, win_bytes, _) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER, LAYER]);
+    reg.put_index(
+        "multi/app",
+        "latest",
+        &[
+            (&amd, amd_bytes.len(), "linux/amd64"),
+            (&win, win_bytes.len(), "windows/amd64"),
+        ],
+    );
+    let t = entrepot::http::target::resolve(&proxy.app.upstreams, "multi/app", None).unwrap();
+    let text = proxy.app.cache.explain(&t, "latest").await.unwrap();
+    assert!(text.contains("reg.test/multi/app:latest"), "{text}");
+    let amd_line = text.lines().find(|l| l.contains("linux/amd64")).unwrap();
+    assert!(amd_line.contains("-> allow [rule linux-platforms]"), "{text}");
+    let win_line = text.lines().find(|l| l.contains("windows/amd64")).unwrap();
+    assert!(
+        win_line.contains("-> deny") && win_line.contains("[rule other-platforms]"),
+        "{text}"
+    );
+    for b in &amd_blobs {
+        assert_eq!(reg.count("GET", b), 0, "policy check pulled a blob");
+    }
+}
