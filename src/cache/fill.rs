@@ -176,6 +176,8 @@ impl Cache {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
         let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        // Make room early when this download will take the cache past the high watermark;
+        // the commit checks again once the bytes are in.
         if let (Some(high), Some(size)) = (self.settings.retention.limits.high_bytes(), total) {
             if self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed) + size > high {
                 self.sweep_now.notify_one();
@@ -240,7 +242,16 @@ impl Cache {
             upstream: up.name().to_owned(),
         };
         self.store.index.put_blob(&fill.digest, &record)?;
-        self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        let stored = self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
+        if self
+            .settings
+            .retention
+            .limits
+            .high_bytes()
+            .is_some_and(|high| stored > high)
+        {
+            self.sweep_now.notify_one();
+        }
         Ok(size)
     }
 }

@@ -10,5 +10,6 @@ mod manifests;
 mod offline;
 mod policy;
 mod requests;
+mod retention;
 mod routing;
 mod upstream_auth;

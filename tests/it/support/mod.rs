@@ -98,6 +98,48 @@ pub fn shipped_policy_examples() -> String {
         .join("\n")
 }
 
+/// Makes the manifests of repositories matching `repo` (and the blobs they reference) look
+/// cached and last pulled `days` earlier, so that retention can be tested without waiting.
+pub fn age(app: &entrepot::App, repo: &str, days: u64) {
+    let index = &app.cache.store.index;
+    index.flush_access().unwrap();
+    let shift = days * 86_400_000;
+    for (d, mut rec) in index.manifests_all().unwrap() {
+        if rec.repository != repo {
+            continue;
+        }
+        let (_, bytes) = index.manifest(&d).unwrap().unwrap();
+        rec.cached_at -= shift;
+        rec.last_access -= shift;
+        for r in &rec.references {
+            if let Some(mut b) = index.blob(r).unwrap() {
+                b.cached_at = b.cached_at.min(rec.cached_at);
+                b.last_access = b.last_access.min(rec.last_access);
+                index.put_blob(r, &b).unwrap();
+            }
+        }
+        index.put_manifest(&d, &rec, &bytes).unwrap();
+    }
+}
+
+/// Pulls an image through the proxy the way a client does: manifest by tag, then blobs.
+pub async fn pull(proxy: &TestProxy, repo: &str, tag: &str) -> serde_json::Value {
+    let m = get(&proxy.url(&format!("/v2/{repo}/manifests/{tag}"))).await;
+    assert_eq!(m.status, 200, "{repo}:{tag}");
+    let v = m.json();
+    let mut digests: Vec<String> = v["layers"]
+        .as_array()
+        .map(|l| l.iter().map(|x| x["digest"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    if let Some(c) = v["config"]["digest"].as_str() {
+        digests.push(c.to_owned());
+    }
+    for d in digests {
+        assert_eq!(get(&proxy.url(&format!("/v2/{repo}/blobs/{d}"))).await.status, 200);
+    }
+    v
+}
+
 pub fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{extra}\n")
 }
