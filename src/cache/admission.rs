@@ -277,7 +277,10 @@ impl Cache {
         Err(Error::Denied(reason))
     }
 
+    /// Counts a decision, and names it in the request's access-log line.
     fn count_decision(&self, rule: &str, allowed: bool) {
+        let verdict = if allowed { "allow" } else { "deny" };
+        tracing::Span::current().record("policy", format!("{verdict}:{rule}").as_str());
         let mut counts = self.stats.decisions.lock().unwrap_or_else(|p| p.into_inner());
         let e = counts.entry(rule.to_owned()).or_default();
         if allowed {

@@ -39,6 +39,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         upstream = field::Empty,
         repo = field::Empty,
         cache = field::Empty,
+        policy = field::Empty,
     );
     let head = req.method() == Method::HEAD;
     let mut resp = match dispatch(&app, peer, &req).instrument(span.clone()).await {

@@ -24,6 +24,10 @@ fn a_bad_config_exits_2_naming_the_key() {
             "tag_ttl = \"whenever\"\n[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
             "tag_ttl",
         ),
+        (
+            "[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[policy]]\nname = \"no-sif\"\naction = \"deny\"\nartifact_typ = \"x\"\n",
+            "policy[0]",
+        ),
     ];
     for (text, key) in cases {
         let path = dir.path().join("bad.toml");
