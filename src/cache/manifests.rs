@@ -120,7 +120,15 @@ impl Cache {
     async fn resolve_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
         let up = t.upstream.name();
         let class_key = class.key();
-        let record = self.store.index.tag(up, &t.repo, tag, &class_key)?;
+        // A tag known under another Accept class (imported, or pulled by another client)
+        // serves this one too when its media type is one this class accepts.
+        let record = match self.store.index.tag(up, &t.repo, tag, &class_key)? {
+            Some(r) => Some(r),
+            None => (self.store.index.tag_classes(up, &t.repo, tag)?.into_iter())
+                .map(|(_, r)| r)
+                .filter(|r| class.accepts(&r.media_type))
+                .max_by_key(|r| r.validated_at),
+        };
         let cached = match record {
             Some(r) => self.cached_manifest(&r.digest)?.map(|m| (r, m)),
             None => None,

@@ -20,63 +20,31 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
         return Ok(respond(StatusCode::OK, &d, size, None, Body::empty(), outcome));
     }
     let (src, outcome, serving) = app.cache.blob(t, &d).await?;
+    let size = match &src {
+        BlobSource::Committed { size, .. } => Some(*size),
+        BlobSource::Filling { total, .. } => *total,
+    };
+    // Without a length (the upstream sent none) a range cannot be checked yet: the whole
+    // blob is sent, which RFC 9110 allows.
     let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());
-    match src {
-        BlobSource::Committed { file, size } => match range::evaluate(range_header, size) {
-            RangeRequest::Whole => Ok(respond(
-                StatusCode::OK,
-                &d,
-                Some(size),
-                None,
-                follow::committed(file, 0, size, serving),
-                outcome,
-            )),
-            RangeRequest::Partial(r) => {
-                let body = follow::committed(file, r.start, r.len(), serving);
-                Ok(respond(
-                    StatusCode::PARTIAL_CONTENT,
-                    &d,
-                    Some(r.len()),
-                    Some(r.content_range(size)),
-                    body,
-                    outcome,
-                ))
-            }
-            RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
-        },
+    let (status, start, len, content_range) = match size.map(|s| (s, range::evaluate(range_header, s))) {
+        None => (StatusCode::OK, 0, None, None),
+        Some((size, RangeRequest::Whole)) => (StatusCode::OK, 0, Some(size), None),
+        Some((size, RangeRequest::Partial(r))) => (
+            StatusCode::PARTIAL_CONTENT,
+            r.start,
+            Some(r.len()),
+            Some(r.content_range(size)),
+        ),
+        Some((size, RangeRequest::Unsatisfiable)) => return Err(Error::RangeNotSatisfiable { size }),
+    };
+    let body = match src {
+        BlobSource::Committed { file, .. } => follow::committed(file, start, len.unwrap_or(0), serving),
         BlobSource::Filling {
-            fill,
-            total: Some(size),
-            committed_path,
-        } => match range::evaluate(range_header, size) {
-            RangeRequest::Whole => {
-                let body = follow::following(fill, committed_path, 0, None, Some(size), serving);
-                Ok(respond(StatusCode::OK, &d, Some(size), None, body, outcome))
-            }
-            RangeRequest::Partial(r) => {
-                let body = follow::following(fill, committed_path, r.start, Some(r.end + 1), Some(r.len()), serving);
-                Ok(respond(
-                    StatusCode::PARTIAL_CONTENT,
-                    &d,
-                    Some(r.len()),
-                    Some(r.content_range(size)),
-                    body,
-                    outcome,
-                ))
-            }
-            RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
-        },
-        // The upstream sent no length: a range cannot be checked yet, so the whole blob is
-        // sent, which RFC 9110 allows.
-        BlobSource::Filling {
-            fill,
-            total: None,
-            committed_path,
-        } => {
-            let body = follow::following(fill, committed_path, 0, None, None, serving);
-            Ok(respond(StatusCode::OK, &d, None, None, body, outcome))
-        }
-    }
+            fill, committed_path, ..
+        } => follow::following(fill, committed_path, start, len.map(|l| start + l), len, serving),
+    };
+    Ok(respond(status, &d, len, content_range, body, outcome))
 }
 
 fn respond(

@@ -74,17 +74,21 @@ impl Blobs {
     /// Publishes a verified ingest: fsync, rename into place, fsync the directory. On failure
     /// the temporary file is removed. Blocking.
     pub fn commit(&self, ingest: Ingest, digest: &Digest) -> io::Result<u64> {
+        self.publish(ingest.stage()?, digest)
+    }
+
+    /// Renames a staged (written, fsynced, verified) blob into place and fsyncs the directory.
+    pub fn publish(&self, staged: Staged, digest: &Digest) -> io::Result<u64> {
         let result = (|| {
-            ingest.file.sync_all()?;
             let target = self.path(digest);
             let parent = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(parent)?;
-            std::fs::rename(&ingest.path, &target)?;
+            std::fs::rename(&staged.path, &target)?;
             std::fs::File::open(parent)?.sync_all()?;
-            Ok(ingest.written)
+            Ok(staged.size)
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(&ingest.path);
+            staged.discard();
         }
         result
     }
@@ -186,6 +190,40 @@ impl Ingest {
 
     /// Gives up: the temporary file is removed.
     pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Flushes the bytes to disk and closes the file: a staged blob holds no descriptor, so
+    /// an import can stage thousands before it publishes any.
+    pub fn stage(self) -> io::Result<Staged> {
+        if let Err(e) = self.file.sync_all() {
+            self.abort();
+            return Err(e);
+        }
+        Ok(Staged {
+            path: self.path,
+            size: self.written,
+        })
+    }
+}
+
+/// A verified blob on disk under `tmp/`, not yet visible under its digest.
+#[derive(Debug)]
+pub struct Staged {
+    path: PathBuf,
+    size: u64,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }

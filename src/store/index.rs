@@ -342,6 +342,42 @@ impl Index {
         Ok(())
     }
 
+    /// Every tag record: (upstream, repository, tag, Accept class, record).
+    pub fn tags_all(&self) -> Result<Vec<(String, String, String, String, TagRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.tags.iter() {
+            let (k, v) = kv?;
+            let parts: Vec<String> = k
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            if let [upstream, repo, tag, class] = &parts[..] {
+                out.push((
+                    upstream.clone(),
+                    repo.clone(),
+                    tag.clone(),
+                    class.clone(),
+                    serde_json::from_slice(&v)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records of one tag under every Accept class.
+    pub fn tag_classes(&self, upstream: &str, repo: &str, tag: &str) -> Result<Vec<(String, TagRecord)>> {
+        let prefix = key(&[upstream, repo, tag, ""]);
+        let mut out = Vec::new();
+        for kv in self.tags.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push((
+                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                serde_json::from_slice(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Tags of a repository that have been resolved through this cache.
     pub fn known_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>> {
         let prefix = key(&[upstream, repo, ""]);
