@@ -120,21 +120,13 @@ impl Cache {
     async fn resolve_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
         let up = t.upstream.name();
         let class_key = class.key();
-        // A tag known under another Accept class (imported, or pulled by another client)
-        // serves this one too when its media type is one this class accepts.
-        let record = match self.store.index.tag(up, &t.repo, tag, &class_key)? {
-            Some(r) => Some(r),
-            None => (self.store.index.tag_classes(up, &t.repo, tag)?.into_iter())
-                .map(|(_, r)| r)
-                .filter(|r| class.accepts(&r.media_type))
-                .max_by_key(|r| r.validated_at),
-        };
-        let cached = match record {
-            Some(r) => self.cached_manifest(&r.digest)?.map(|m| (r, m)),
-            None => None,
-        };
+        let cached = self.cached_tag(self.store.index.tag(up, &t.repo, tag, &class_key)?)?;
         if self.settings.offline {
-            let (_, m) = cached.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
+            let found = match cached {
+                Some(c) => Some(c),
+                None => self.cached_tag_any_class(t, tag, class)?,
+            };
+            let (_, m) = found.ok_or_else(|| Error::ManifestUnknown(format!("{}:{tag}", t.repo)))?;
             self.store.index.touch(&m.digest);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
         }
@@ -143,9 +135,19 @@ impl Cache {
             if self.is_absent(t, tag) {
                 return Err(Error::ManifestUnknown(format!("{}:{tag}", t.repo)));
             }
-            let m = self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
-            self.remember_tag(t, tag, &class_key, &m, now, now)?;
-            return Ok(ManifestAnswer::new(m, Outcome::Miss));
+            return match self.fetch_manifest(t, tag, class, None).await {
+                Ok(m) => {
+                    self.remember_tag(t, tag, &class_key, &m, now, now)?;
+                    Ok(ManifestAnswer::new(m, Outcome::Miss))
+                }
+                Err(e) if e.is_upstream_failure() => match self.cached_tag_any_class(t, tag, class)? {
+                    Some((record, m)) => self.serve_stale(t, tag, record, m, e),
+                    None => Err(e),
+                },
+                Err(e) => self
+                    .fetch_or_forget(t, tag, Err(e))
+                    .map(|m| ManifestAnswer::new(m, Outcome::Miss)),
+            };
         };
         if now.saturating_sub(record.validated_at) < self.settings.tag_ttl.as_millis() as u64 {
             self.store.index.touch(&cached.digest);
@@ -175,25 +177,58 @@ impl Cache {
                 self.forget_tag(t, tag)?;
                 Err(Error::ManifestUnknown(what))
             }
-            Err(e) if e.is_upstream_failure() => {
-                let stale_for = now.saturating_sub(record.validated_at);
-                if stale_for > self.settings.max_staleness.as_millis() as u64 {
-                    return Err(e);
-                }
-                tracing::warn!(upstream = up, repo = %t.repo, tag, error = %e, validated_ago = %age(stale_for), "serving stale tag");
-                self.store.index.touch(&cached.digest);
-                let warning = format!(
-                    "299 entrepot \"upstream unavailable; tag last validated {} ago\"",
-                    age(stale_for)
-                );
-                Ok(ManifestAnswer {
-                    manifest: cached,
-                    outcome: Outcome::Stale,
-                    warning: Some(warning),
-                })
-            }
+            Err(e) if e.is_upstream_failure() => self.serve_stale(t, tag, record, cached, e),
             Err(e) => Err(e),
         }
+    }
+
+    /// The record's manifest, if there is a record and its manifest is cached.
+    fn cached_tag(&self, record: Option<TagRecord>) -> Result<Option<(TagRecord, Manifest)>> {
+        match record {
+            Some(r) => Ok(self.cached_manifest(&r.digest)?.map(|m| (r, m))),
+            None => Ok(None),
+        }
+    }
+
+    /// The tag as known under another Accept class (pulled by another client, or imported),
+    /// when its media type is one `class` accepts: what to serve when the upstream cannot
+    /// resolve the tag for this class.
+    fn cached_tag_any_class(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<(TagRecord, Manifest)>> {
+        let best = (self
+            .store
+            .index
+            .tag_classes(t.upstream.name(), &t.repo, tag)?
+            .into_iter())
+        .map(|(_, r)| r)
+        .filter(|r| class.accepts(&r.media_type))
+        .max_by_key(|r| r.validated_at);
+        self.cached_tag(best)
+    }
+
+    /// Stale-if-error: the last known digest, while it was validated within `max_staleness`.
+    fn serve_stale(
+        &self,
+        t: &Target,
+        tag: &str,
+        record: TagRecord,
+        cached: Manifest,
+        e: Error,
+    ) -> Result<ManifestAnswer> {
+        let stale_for = now_ms().saturating_sub(record.validated_at);
+        if stale_for > self.settings.max_staleness.as_millis() as u64 {
+            return Err(e);
+        }
+        tracing::warn!(upstream = %t.upstream.name(), repo = %t.repo, tag, error = %e, validated_ago = %age(stale_for), "serving stale tag");
+        self.store.index.touch(&cached.digest);
+        let warning = format!(
+            "299 entrepot \"upstream unavailable; tag last validated {} ago\"",
+            age(stale_for)
+        );
+        Ok(ManifestAnswer {
+            manifest: cached,
+            outcome: Outcome::Stale,
+            warning: Some(warning),
+        })
     }
 
     /// Passes a fetch result through, forgetting the tag when the upstream says it is gone.

@@ -123,3 +123,22 @@ async fn offline_mode_serves_the_cache_after_a_restart_and_never_dials() {
     assert_eq!(missing_blob.error_code(), "BLOB_UNKNOWN");
     assert_eq!(reg.total_requests(), before, "offline never contacts the upstream");
 }
+
+#[tokio::test]
+async fn a_tag_pulled_with_one_accept_is_served_to_another_when_the_upstream_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = TestRegistry::start().await;
+    let (d, _, _) = reg.put_image("team/app", "v1", &[10], 5);
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    let url = proxy.url("/v2/team/app/manifests/v1");
+    let oci_only = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    assert_eq!(request(http::Method::GET, &url, &oci_only).await.status, 200);
+    reg.stop();
+    // Another client, another Accept: the upstream cannot answer, the known tag can.
+    let other = get(&url).await;
+    assert_eq!((other.status.as_u16(), other.cache()), (200, "stale"));
+    assert_eq!(other.header("docker-content-digest"), Some(d.as_str()));
+    // A class that does not accept the cached type gets nothing rather than the wrong type.
+    let docker_only = [("accept", "application/vnd.docker.distribution.manifest.v2+json")];
+    assert_eq!(request(http::Method::GET, &url, &docker_only).await.status, 503);
+}
