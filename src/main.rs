@@ -53,6 +53,56 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Warm the cache with references (or files listing them, one a line).
+    Seed {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// References as clients write them (docker.io/library/alpine:3.20, ghcr.io/o/a@sha256:…),
+        /// or files listing them.
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Only these platforms of an index (os/arch[/variant], globs); repeatable. Default: all.
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// Also fetch referrers (signatures, SBOMs, attestations).
+        #[arg(long)]
+        referrers: bool,
+        /// References fetched at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Write what is cached as an OCI image layout: a tar archive (X.tar, or - for standard
+    /// output) or a directory.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        out: String,
+        /// Only these upstreams (globs).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Only these repositories (globs, as the upstream names them: library/alpine).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Only these tags (globs).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only what was cached after this mark, printed by an earlier export.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Load an OCI image layout (a directory, a tar archive, or - for standard input).
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        path: String,
+        /// The upstream for entries that do not name one.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// The repository for entries that do not name one (a plain tag in ref.name).
+        #[arg(long)]
+        repository: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +145,7 @@ fn main() -> ExitCode {
         Command::Cache {
             command: CacheCommand::Stats { config },
         } => &config.path,
+        Command::Seed { config, .. } | Command::Export { config, .. } | Command::Import { config, .. } => &config.path,
     };
     let mut cfg = match Config::load(config_path) {
         Ok(c) => c,
@@ -127,6 +178,71 @@ fn main() -> ExitCode {
         Command::Cache {
             command: CacheCommand::Stats { .. },
         } => block_on(print(entrepot::ops::stats(cfg))),
+        Command::Seed {
+            references,
+            platforms,
+            referrers,
+            parallel,
+            ..
+        } => {
+            let opts = entrepot::seed::Options {
+                platforms,
+                referrers,
+                parallel,
+            };
+            block_on(async move {
+                match entrepot::ops::seed(cfg, &references, opts).await {
+                    Ok((summary, all_ok)) => {
+                        print!("{summary}");
+                        if all_ok {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("entrepot: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Export {
+            out,
+            upstream,
+            repository,
+            tag,
+            since,
+            ..
+        } => {
+            let glob = |g: Option<String>| g.map(entrepot::policy::glob::Globs::One);
+            let selection = entrepot::layout::export::Selection {
+                upstream: glob(upstream),
+                repository: glob(repository),
+                tag: glob(tag),
+                since,
+            };
+            // With the archive on standard output, the summary goes to standard error.
+            let to_stdout = out == "-";
+            block_on(async move {
+                match entrepot::ops::export(cfg, selection, &out).await {
+                    Ok(summary) if to_stdout => {
+                        eprint!("{summary}");
+                        ExitCode::SUCCESS
+                    }
+                    other => print(async { other }).await,
+                }
+            })
+        }
+        Command::Import {
+            path,
+            upstream,
+            repository,
+            ..
+        } => {
+            let placement = entrepot::layout::import::Placement { upstream, repository };
+            block_on(print(entrepot::ops::import(cfg, &path, placement)))
+        }
     }
 }
 

@@ -1,9 +1,11 @@
-//! Operator commands: `policy check`, `gc`, `cache stats`.
+//! Operator commands: `policy check`, `gc`, `cache stats`, `seed`, `export`, `import`.
 //!
 //! A running entrepot holds the index, so it is asked through its loopback operator
 //! endpoints (`/_entrepot/…`); when none answers, the data directory is opened here.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,12 @@ use crate::app::App;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::target;
+use crate::layout::{
+    self,
+    export::{Output, Selection},
+    import::{Placement, Source},
+};
+use crate::seed;
 
 /// What `entrepot gc` prints: the sweep's plan, carried out unless `dry_run`.
 pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
@@ -42,7 +50,7 @@ pub async fn stats(config: Config) -> Result<String> {
 /// What `entrepot policy check <reference>` prints. References are written as clients
 /// write them: `docker.io/library/alpine:3.20`, `ghcr.io/org/app@sha256:…`, `alpine`.
 pub async fn policy_check(mut config: Config, reference: &str) -> Result<String> {
-    let (name, reference) = split_reference(reference);
+    let (name, reference) = crate::oci::name::split_reference(reference);
     // With a server running, its index is locked: work in a scratch data directory.
     let scratch = match ask_server(config.listen, Method::GET, "/_entrepot/stats").await {
         Some(_) => {
@@ -66,26 +74,150 @@ pub async fn policy_check(mut config: Config, reference: &str) -> Result<String>
     result
 }
 
-/// `name[:tag|@digest]`, the tag defaulting to `latest` as clients do.
-fn split_reference(r: &str) -> (&str, &str) {
-    if let Some((name, digest)) = r.split_once('@') {
-        return (name, digest);
+/// Warms the cache; returns the per-reference summary and whether every reference made it.
+/// An argument naming a file is read as a list of references (one a line, `#` comments).
+pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Result<(String, bool)> {
+    let mut references = Vec::new();
+    for a in args {
+        match std::fs::read_to_string(a) {
+            Ok(text) => references.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or_default().trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            ),
+            Err(_) if !Path::new(a).exists() => references.push(a.clone()),
+            Err(e) => return Err(Error::Internal(format!("{a}: {e}"))),
+        }
     }
-    let last_slash = r.rfind('/').map_or(0, |i| i + 1);
-    match r[last_slash..].rfind(':') {
-        Some(i) => (&r[..last_slash + i], &r[last_slash + i + 1..]),
-        None => (r, "latest"),
+    if references.is_empty() {
+        return Err(Error::Internal("no references to seed".into()));
     }
+    let local = match ask_server(config.listen, Method::GET, "/v2/").await {
+        Some(_) => None,
+        None => Some(App::build(config.clone())?),
+    };
+    let puller = Arc::new(match &local {
+        Some(app) => seed::Puller::Local(app.clone()),
+        None => seed::Puller::remote(format!("http://{}", loopback(config.listen))),
+    });
+    let terminal = std::io::stderr().is_terminal();
+    let results = seed::seed(puller, references, opts, move |done, total, r, result| {
+        let state = if result.is_ok() { "done" } else { "FAILED" };
+        if terminal {
+            eprint!("\r\x1b[2K[{done}/{total}] {state}: {r}");
+            if done == total {
+                eprintln!();
+            }
+        } else {
+            eprintln!("[{done}/{total}] {state}: {r}");
+        }
+    })
+    .await;
+    if let Some(app) = local {
+        app.cache.flush().await;
+    }
+    let mut out = String::new();
+    let mut all_ok = true;
+    for (r, result) in &results {
+        match result {
+            Ok(c) => out.push_str(&format!(
+                "ok     {r}  manifests={} blobs={} bytes={}\n",
+                c.manifests, c.blobs, c.bytes
+            )),
+            Err(e) => {
+                all_ok = false;
+                out.push_str(&format!("FAILED {r}  {e}\n"));
+            }
+        }
+    }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    out.push_str(&format!("{} reference(s), {failed} failed\n", results.len()));
+    Ok((out, all_ok))
 }
 
-/// The running server's answer, or `None` when nothing answers at `listen`.
-async fn ask_server(listen: SocketAddr, method: Method, path: &str) -> Option<Result<String>> {
+/// Writes what is cached (or a selection) as an OCI image layout: a tar archive when `out`
+/// ends in `.tar` (or is `-`, for standard output), a layout directory otherwise.
+pub async fn export(config: Config, selection: Selection, out: &str) -> Result<String> {
+    let app = App::build(config)?;
+    let out = out.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = &app.cache.store;
+        let summary = if out == "-" {
+            layout::export::export(store, &selection, Output::Tar(Box::new(std::io::stdout())))?
+        } else if out.ends_with(".tar") {
+            // Written aside and renamed, so that a failed export leaves no archive behind.
+            let partial = format!("{out}.partial");
+            let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
+            match layout::export::export(store, &selection, Output::Tar(Box::new(file))) {
+                Ok(s) => {
+                    std::fs::rename(&partial, &out)?;
+                    s
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            }
+        } else {
+            layout::export::export(store, &selection, Output::Dir(PathBuf::from(&out)))?
+        };
+        let mut text = format!(
+            "exported {} manifest(s) ({} tag(s)), {} blob(s), {} bytes\n",
+            summary.manifests, summary.tags, summary.blobs, summary.bytes
+        );
+        if !summary.missing.is_empty() {
+            text.push_str(&format!(
+                "{} referenced blob(s) or manifest(s) are not cached here and were left out\n",
+                summary.missing.len()
+            ));
+        }
+        text.push_str(&format!(
+            "export mark: {} (pass --since {} to export only what is newer)\n",
+            summary.mark, summary.mark
+        ));
+        Ok(text)
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// Loads an OCI image layout (directory, tar file, or `-` for a tar on standard input).
+pub async fn import(config: Config, path: &str, placement: Placement) -> Result<String> {
+    let app = App::build(config)?;
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let source = if path == "-" {
+            Source::Tar(Box::new(std::io::stdin()))
+        } else if Path::new(&path).is_dir() {
+            Source::Dir(PathBuf::from(&path))
+        } else {
+            let f = std::fs::File::open(&path).map_err(|e| Error::Internal(format!("{path}: {e}")))?;
+            Source::Tar(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+        };
+        let s = layout::import::import(&app.cache.store, &app.upstreams, source, &placement)?;
+        Ok(format!(
+            "imported {} manifest(s), {} tag(s), {} new blob(s) ({} bytes), {} blob(s) already cached\n",
+            s.manifests, s.tags, s.blobs_added, s.bytes_added, s.blobs_present
+        ))
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// Where to reach a server listening on `listen` from this host.
+fn loopback(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let addr = SocketAddr::new(ip, listen.port());
+    SocketAddr::new(ip, listen.port())
+}
+
+/// The running server's answer, or `None` when nothing answers at `listen`.
+async fn ask_server(listen: SocketAddr, method: Method, path: &str) -> Option<Result<String>> {
+    let addr = loopback(listen);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = Request::builder()
         .method(method)
@@ -106,21 +238,4 @@ async fn ask_server(listen: SocketAddr, method: Method, path: &str) -> Option<Re
     } else {
         Err(Error::Internal(format!("entrepot at {addr} answered {status}: {body}")))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_reference;
-
-    #[test]
-    fn references_split_like_clients_write_them() {
-        assert_eq!(
-            split_reference("docker.io/library/alpine:3.20"),
-            ("docker.io/library/alpine", "3.20")
-        );
-        assert_eq!(split_reference("localhost:5000/a/b"), ("localhost:5000/a/b", "latest"));
-        assert_eq!(split_reference("localhost:5000/a/b:v1"), ("localhost:5000/a/b", "v1"));
-        assert_eq!(split_reference("ghcr.io/o/a@sha256:abc"), ("ghcr.io/o/a", "sha256:abc"));
-        assert_eq!(split_reference("alpine"), ("alpine", "latest"));
-    }
 }

@@ -143,6 +143,31 @@ impl Cache {
         Ok(ListAnswer::new(tags, Outcome::Miss))
     }
 
+    /// Every repository with a tag or a manifest cached, as `<upstream>/<repository>`, sorted.
+    pub async fn catalog(self: &Arc<Self>) -> Result<Vec<String>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let index = &this.store.index;
+            let mut names: Vec<String> = index
+                .tags_all()?
+                .into_iter()
+                .map(|(up, repo, ..)| format!("{up}/{repo}"))
+                .collect();
+            names.extend(
+                index
+                    .manifests_all()?
+                    .into_iter()
+                    .filter(|(_, m)| !m.upstream.is_empty())
+                    .map(|(_, m)| format!("{}/{}", m.upstream, m.repository)),
+            );
+            names.sort();
+            names.dedup();
+            Ok(names)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
     /// The manifests that name `subject` as their subject, unfiltered.
     pub async fn referrers(self: &Arc<Self>, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
         self.admit_repository(t)?;

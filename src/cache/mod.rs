@@ -224,6 +224,34 @@ impl Cache {
         }
     }
 
+    /// Makes sure a blob is cached (for `seed`): joins or starts its fill and waits for the
+    /// commit, without streaming it anywhere. Returns its size.
+    pub async fn fetch_blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<u64> {
+        let (source, _, _serving) = self.blob(t, d).await?;
+        match source {
+            BlobSource::Committed { size, .. } => Ok(size),
+            BlobSource::Filling { fill, .. } => {
+                let mut rx = fill.subscribe();
+                let state = rx
+                    .wait_for(|s| matches!(s.phase, fill::Phase::Committed | fill::Phase::Failed(_)))
+                    .await
+                    .map(|s| s.clone());
+                match state {
+                    Ok(fill::FillState {
+                        phase: fill::Phase::Committed,
+                        written,
+                        ..
+                    }) => Ok(written),
+                    Ok(fill::FillState {
+                        phase: fill::Phase::Failed(e),
+                        ..
+                    }) => Err(e),
+                    _ => Err(Error::internal("blob fill went away")),
+                }
+            }
+        }
+    }
+
     /// A blob's size for a HEAD, without downloading it when it is not cached.
     pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
         self.admit_blob(t, d)?;

@@ -42,6 +42,24 @@ pub async fn tags(
     Ok(resp)
 }
 
+/// `GET /v2/_catalog`: the repositories this cache holds, as `<upstream>/<repository>` (the
+/// path-prefix form, which routes back here). Always answered from the cache: it is what
+/// an air-gapped site can offer, and most upstreams do not serve a catalog anyway.
+pub async fn catalog(app: &Arc<App>, query: Option<&str>, head: bool) -> Result<Response<Body>> {
+    let repositories = app.cache.catalog().await?;
+    let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
+    let last = query_param(query, "last");
+    let (page, more) = paginate(&repositories, last.as_deref(), n);
+    let body = serde_json::json!({ "repositories": page }).to_string();
+    let mut resp = json_response(StatusCode::OK, body, head);
+    if let (true, Some(n), Some(last_shown)) = (more, n, page.last()) {
+        if let Ok(v) = HeaderValue::from_str(&format!("</v2/_catalog?n={n}&last={last_shown}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
 /// The tags after `last`, at most `n` of them, and whether more follow.
 fn paginate<'a>(sorted: &'a [String], last: Option<&str>, n: Option<usize>) -> (&'a [String], bool) {
     let start = last.map_or(0, |l| sorted.partition_point(|t| t.as_str() <= l));

@@ -94,6 +94,9 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
     if route.endpoint == Endpoint::Base {
         return Ok(json_response(StatusCode::OK, "{}".into(), req.method() == Method::HEAD));
     }
+    if route.endpoint == Endpoint::Catalog {
+        return lists::catalog(app, req.uri().query(), req.method() == Method::HEAD).await;
+    }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
     let target = target::resolve(&app.upstreams, &route.name, ns.as_deref())?;
@@ -105,7 +108,7 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
         Endpoint::Blob(digest) => blobs::get(app, &target, digest, req.headers(), head).await,
         Endpoint::Tags => lists::tags(app, &target, &route.name, query, head).await,
         Endpoint::Referrers(digest) => lists::referrers(app, &target, digest, query, head).await,
-        Endpoint::Base | Endpoint::Upload => unreachable!("handled above"),
+        Endpoint::Base | Endpoint::Upload | Endpoint::Catalog => unreachable!("handled above"),
     }?;
     if let Some(c) = resp.headers().get(headers::CACHE_STATUS).and_then(|v| v.to_str().ok()) {
         span.record("cache", c);

@@ -13,6 +13,8 @@ pub enum Endpoint {
     Referrers(String),
     /// Blob uploads: push only, which a cache does not take.
     Upload,
+    /// `GET /v2/_catalog`: the repositories this cache holds.
+    Catalog,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,7 @@ impl Route {
             Endpoint::Tags => "tags",
             Endpoint::Referrers(_) => "referrers",
             Endpoint::Upload => "upload",
+            Endpoint::Catalog => "catalog",
         }
     }
 }
@@ -43,6 +46,12 @@ pub fn parse(path: &str) -> Result<Route, Error> {
         });
     }
     let rest = path.strip_prefix("/v2/").ok_or_else(|| not_found(path))?;
+    if rest == "_catalog" {
+        return Ok(Route {
+            name: String::new(),
+            endpoint: Endpoint::Catalog,
+        });
+    }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Ok(Route {
             name: name.to_owned(),
@@ -119,6 +128,7 @@ mod tests {
         );
         assert_eq!(r("/v2/a/blobs/uploads/"), ("a".into(), Endpoint::Upload));
         assert_eq!(r("/v2/a/blobs/uploads/123"), ("a".into(), Endpoint::Upload));
+        assert_eq!(r("/v2/_catalog").1, Endpoint::Catalog);
     }
 
     #[test]

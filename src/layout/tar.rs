@@ -25,7 +25,10 @@ impl<W: Write> Writer<W> {
         self.out.write_all(&header(path, size, b'0', 0o644)?)?;
         let copied = io::copy(&mut content.take(size), &mut self.out)?;
         if copied != size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: {copied} of {size} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path}: {copied} of {size} bytes"),
+            ));
         }
         self.pad(size)
     }
@@ -50,7 +53,10 @@ fn header(path: &str, size: u64, kind: u8, mode: u32) -> io::Result<[u8; BLOCK]>
     let mut h = [0u8; BLOCK];
     let name = path.as_bytes();
     if name.len() > 100 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("tar path too long: {path}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tar path too long: {path}"),
+        ));
     }
     h[..name.len()].copy_from_slice(name);
     octal(&mut h[100..108], mode as u64);
@@ -98,7 +104,11 @@ pub struct Reader<R: Read> {
 
 impl<R: Read> Reader<R> {
     pub fn new(input: R) -> Self {
-        Reader { input, left: 0, padding: 0 }
+        Reader {
+            input,
+            left: 0,
+            padding: 0,
+        }
     }
 
     /// The next entry, or `None` at the end of the archive.
@@ -154,7 +164,11 @@ impl<R: Read> Reader<R> {
                 }
             };
             let path = path.trim_start_matches("./").to_owned();
-            return Ok(Some(Entry { path, size, is_file: kind == b'0' || kind == 0 }));
+            return Ok(Some(Entry {
+                path,
+                size,
+                is_file: kind == b'0' || kind == 0,
+            }));
         }
     }
 
@@ -232,7 +246,11 @@ fn parse_size(b: &[u8]) -> Option<u64> {
 
 /// The `path` record of a pax header (`<len> path=<value>\n`).
 fn pax_path(data: &[u8]) -> Option<String> {
-    String::from_utf8_lossy(data).lines().find_map(|l| l.split_once(' ').and_then(|(_, kv)| kv.strip_prefix("path=")).map(str::to_owned))
+    String::from_utf8_lossy(data).lines().find_map(|l| {
+        l.split_once(' ')
+            .and_then(|(_, kv)| kv.strip_prefix("path="))
+            .map(str::to_owned)
+    })
 }
 
 fn truncated() -> io::Error {
@@ -262,7 +280,14 @@ mod tests {
             r.content().read_to_end(&mut content).unwrap();
             seen.push((e.path, e.is_file, content.len()));
         }
-        assert_eq!(seen, [("blobs/".into(), false, 0), ("oci-layout".into(), true, 5), ("blobs/sha256/x".into(), true, 600)]);
+        assert_eq!(
+            seen,
+            [
+                ("blobs/".into(), false, 0),
+                ("oci-layout".into(), true, 5),
+                ("blobs/sha256/x".into(), true, 600)
+            ]
+        );
     }
 
     #[test]

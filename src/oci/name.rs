@@ -42,6 +42,19 @@ pub fn is_valid_tag(tag: &str) -> bool {
     !b.is_empty() && b.len() <= 128 && word(b[0]) && b[1..].iter().all(|&x| word(x) || x == b'.' || x == b'-')
 }
 
+/// Splits a reference as clients write it, `name[:tag|@digest]`, the tag defaulting to
+/// `latest`. The name may start with a registry host with a port (`localhost:5000/a`).
+pub fn split_reference(r: &str) -> (&str, &str) {
+    if let Some((name, digest)) = r.split_once('@') {
+        return (name, digest);
+    }
+    let last_slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[last_slash..].rfind(':') {
+        Some(i) => (&r[..last_slash + i], &r[last_slash + i + 1..]),
+        None => (r, "latest"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +81,18 @@ mod tests {
             assert!(!is_valid_name(bad), "{bad:?} accepted");
         }
         assert!(!is_valid_name(&"a".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
+    fn references_split_like_clients_write_them() {
+        assert_eq!(
+            split_reference("docker.io/library/alpine:3.20"),
+            ("docker.io/library/alpine", "3.20")
+        );
+        assert_eq!(split_reference("localhost:5000/a/b"), ("localhost:5000/a/b", "latest"));
+        assert_eq!(split_reference("localhost:5000/a/b:v1"), ("localhost:5000/a/b", "v1"));
+        assert_eq!(split_reference("ghcr.io/o/a@sha256:abc"), ("ghcr.io/o/a", "sha256:abc"));
+        assert_eq!(split_reference("alpine"), ("alpine", "latest"));
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! `entrepot export`: what is cached, or a selection of it, as an OCI image layout. The tar
+//! form is streamed: `index.json` is worked out from the index first, then every blob is
+//! copied from its file straight into the archive.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::{tar, ANN_ACCEPT, ANN_REPOSITORY, ANN_TAG, ANN_UPSTREAM, ANN_VALIDATED, LAYOUT_VERSION, REF_NAME};
+use crate::error::{Error, Result};
+use crate::oci::manifest;
+use crate::oci::media::{self, AcceptClass};
+use crate::oci::Digest;
+use crate::policy::glob::Globs;
+use crate::store::index::now_ms;
+use crate::store::Store;
+
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    pub upstream: Option<Globs>,
+    pub repository: Option<Globs>,
+    pub tag: Option<Globs>,
+    /// Only what was cached after this mark (printed by an earlier export).
+    pub since: Option<u64>,
+}
+
+pub enum Output {
+    Dir(PathBuf),
+    Tar(Box<dyn Write + Send>),
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub manifests: usize,
+    pub tags: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Blobs a manifest references that this cache never fetched (other platforms, say).
+    pub missing: Vec<Digest>,
+    /// Pass to `--since` next time to export only what is new.
+    pub mark: u64,
+}
+
+/// One `index.json` entry.
+struct Root {
+    digest: Digest,
+    annotations: Map<String, Value>,
+}
+
+/// Works out what to export, then writes it. Blocking.
+pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
+    let mark = now_ms();
+    let plan = select(store, sel)?;
+    let index = plan.index_json();
+    let mut summary = Summary {
+        mark,
+        tags: plan.tags,
+        missing: plan.missing.clone(),
+        ..Default::default()
+    };
+    let mut sink: Box<dyn Sink> = match out {
+        Output::Dir(dir) => Box::new(DirSink::new(&dir)?),
+        Output::Tar(w) => Box::new(TarSink(tar::Writer::new(w))),
+    };
+    sink.file(
+        "oci-layout",
+        LAYOUT_VERSION.as_bytes().len() as u64,
+        &mut LAYOUT_VERSION.as_bytes(),
+    )?;
+    sink.file("index.json", index.len() as u64, &mut index.as_bytes())?;
+    sink.dir("blobs")?;
+    for alg in plan
+        .manifests
+        .keys()
+        .chain(plan.blobs.iter())
+        .map(|d| d.algorithm().name())
+        .collect::<BTreeSet<_>>()
+    {
+        sink.dir(&format!("blobs/{alg}"))?;
+    }
+    for (d, bytes) in &plan.manifests {
+        sink.file(&blob_path(d), bytes.len() as u64, &mut &bytes[..])?;
+        summary.manifests += 1;
+        summary.bytes += bytes.len() as u64;
+    }
+    for d in &plan.blobs {
+        let path = store.blobs.path(d);
+        let mut file = std::fs::File::open(&path)?;
+        let size = file.metadata()?.len();
+        sink.file(&blob_path(d), size, &mut file)?;
+        summary.blobs += 1;
+        summary.bytes += size;
+    }
+    sink.finish()?;
+    Ok(summary)
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().name(), d.hex())
+}
+
+struct Plan {
+    roots: Vec<Root>,
+    manifests: BTreeMap<Digest, bytes::Bytes>,
+    blobs: BTreeSet<Digest>,
+    missing: Vec<Digest>,
+    tags: usize,
+}
+
+impl Plan {
+    fn index_json(&self) -> String {
+        let manifests: Vec<Value> = self
+            .roots
+            .iter()
+            .map(|r| {
+                let m = &self.manifests[&r.digest];
+                let media = manifest::parse(m, None).map(|p| p.media_type).unwrap_or_else(|_| media::OCI_MANIFEST.into());
+                json!({ "mediaType": media, "digest": r.digest.to_string(), "size": m.len(), "annotations": r.annotations })
+            })
+            .collect();
+        json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests }).to_string()
+    }
+}
+
+fn matches(g: &Option<Globs>, v: &str) -> bool {
+    g.as_ref().is_none_or(|g| g.matches(v))
+}
+
+fn select(store: &Store, sel: &Selection) -> Result<Plan> {
+    let index = &store.index;
+    let is_new = |cached_at: u64| sel.since.is_none_or(|s| cached_at > s);
+    let mut roots = Vec::new();
+    let mut seen_refs = BTreeSet::new();
+    let mut wanted: Vec<(Digest, String, String)> = Vec::new();
+    let mut tags = 0;
+    let mut all_tags = index.tags_all()?;
+    // The widest Accept class first, so that it is the one carrying ref.name.
+    all_tags.sort_by_key(|(_, _, _, class, _)| (class != &AcceptClass::ALL.key(), class.clone()));
+    for (upstream, repo, tag, class, rec) in all_tags {
+        if !(matches(&sel.upstream, &upstream) && matches(&sel.repository, &repo) && matches(&sel.tag, &tag)) {
+            continue;
+        }
+        let Some((mrec, _)) = index.manifest(&rec.digest)? else {
+            continue;
+        };
+        if !is_new(mrec.cached_at) {
+            continue;
+        }
+        let mut ann = Map::new();
+        let reference = format!("{upstream}/{repo}:{tag}");
+        if seen_refs.insert(reference.clone()) {
+            ann.insert(REF_NAME.into(), reference.into());
+        }
+        ann.insert(ANN_UPSTREAM.into(), upstream.clone().into());
+        ann.insert(ANN_REPOSITORY.into(), repo.clone().into());
+        ann.insert(ANN_TAG.into(), tag.into());
+        ann.insert(ANN_ACCEPT.into(), class.into());
+        ann.insert(ANN_VALIDATED.into(), rec.validated_at.to_string().into());
+        roots.push(Root {
+            digest: rec.digest.clone(),
+            annotations: ann,
+        });
+        wanted.push((rec.digest, upstream, repo));
+        tags += 1;
+    }
+    // Without a tag filter, manifests pulled by digest alone go too.
+    if sel.tag.is_none() {
+        for (d, rec) in index.manifests_all()? {
+            if matches(&sel.upstream, &rec.upstream)
+                && matches(&sel.repository, &rec.repository)
+                && is_new(rec.cached_at)
+            {
+                wanted.push((d, rec.upstream, rec.repository));
+            }
+        }
+    }
+    let mut manifests = BTreeMap::new();
+    let mut blobs = BTreeSet::new();
+    let mut missing = Vec::new();
+    let tagged: BTreeSet<Digest> = roots.iter().map(|r| r.digest.clone()).collect();
+    // Each wanted manifest, the manifests it lists, and its referrers.
+    while let Some((d, upstream, repo)) = wanted.pop() {
+        if manifests.contains_key(&d) {
+            continue;
+        }
+        let Some((rec, bytes)) = index.manifest(&d)? else {
+            missing.push(d);
+            continue;
+        };
+        if !is_new(rec.cached_at) {
+            continue;
+        }
+        let parsed = manifest::parse(&bytes, Some(&rec.media_type)).map_err(Error::internal)?;
+        for child in &parsed.manifests {
+            wanted.push((child.digest.clone(), upstream.clone(), repo.clone()));
+        }
+        for referrer in index.local_referrers(&d)? {
+            wanted.push((referrer, upstream.clone(), repo.clone()));
+        }
+        for blob in parsed.config.iter().chain(&parsed.layers) {
+            match index.blob(&blob.digest)? {
+                Some(b) if store.blobs.exists(&blob.digest) => {
+                    if is_new(b.cached_at) {
+                        blobs.insert(blob.digest.clone());
+                    }
+                }
+                _ => missing.push(blob.digest.clone()),
+            }
+        }
+        if !tagged.contains(&d) && (parsed.subject.is_some() || sel.tag.is_none()) {
+            let mut ann = Map::new();
+            ann.insert(ANN_UPSTREAM.into(), upstream.clone().into());
+            ann.insert(ANN_REPOSITORY.into(), repo.clone().into());
+            roots.push(Root {
+                digest: d.clone(),
+                annotations: ann,
+            });
+        }
+        manifests.insert(d, bytes);
+    }
+    // A child listed by an exported index needs no entry of its own.
+    let children: BTreeSet<Digest> = manifests
+        .iter()
+        .flat_map(|(_, b)| manifest::parse(b, None).map(|p| p.manifests).unwrap_or_default())
+        .map(|c| c.digest)
+        .collect();
+    roots.retain(|r| r.annotations.contains_key(ANN_TAG) || !children.contains(&r.digest));
+    missing.sort();
+    missing.dedup();
+    Ok(Plan {
+        roots,
+        manifests,
+        blobs,
+        missing,
+        tags,
+    })
+}
+
+trait Sink {
+    fn dir(&mut self, path: &str) -> Result<()>;
+    fn file(&mut self, path: &str, size: u64, content: &mut dyn Read) -> Result<()>;
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+struct TarSink(tar::Writer<Box<dyn Write + Send>>);
+
+impl Sink for TarSink {
+    fn dir(&mut self, path: &str) -> Result<()> {
+        Ok(self.0.dir(path)?)
+    }
+
+    fn file(&mut self, path: &str, size: u64, content: &mut dyn Read) -> Result<()> {
+        Ok(self.0.file(path, size, content)?)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.0.finish()?;
+        Ok(())
+    }
+}
+
+/// A layout directory; an existing one gains what is new (blobs are content-addressed).
+struct DirSink {
+    root: PathBuf,
+}
+
+impl DirSink {
+    fn new(root: &Path) -> Result<DirSink> {
+        std::fs::create_dir_all(root)?;
+        Ok(DirSink { root: root.to_owned() })
+    }
+}
+
+impl Sink for DirSink {
+    fn dir(&mut self, path: &str) -> Result<()> {
+        Ok(std::fs::create_dir_all(self.root.join(path))?)
+    }
+
+    fn file(&mut self, path: &str, _size: u64, content: &mut dyn Read) -> Result<()> {
+        let target = self.root.join(path);
+        let tmp = self.root.join(format!("{path}.partial"));
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::copy(content, &mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! `entrepot import`: an OCI image layout (directory or tar, entrepot's own or one skopeo
+//! or umoci wrote) into the cache. Every blob is hashed as it is read and staged; only when
+//! the whole bundle has verified is anything published, so a corrupt or truncated bundle
+//! leaves the store as it was. Content already cached is verified and skipped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{tar, ANN_ACCEPT, ANN_REPOSITORY, ANN_TAG, ANN_UPSTREAM, ANN_VALIDATED, REF_NAME};
+use crate::error::{Error, Result};
+use crate::http::target;
+use crate::oci::digest::Hasher;
+use crate::oci::manifest::{self, Descriptor};
+use crate::oci::media::{self, AcceptClass};
+use crate::oci::Digest;
+use crate::store::content::Staged;
+use crate::store::index::{now_ms, BlobRecord, ManifestRecord, TagRecord};
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+pub enum Source {
+    Dir(PathBuf),
+    Tar(Box<dyn Read + Send>),
+}
+
+/// Where entries without entrepot's annotations go (a bundle skopeo wrote, say).
+#[derive(Debug, Default, Clone)]
+pub struct Placement {
+    pub upstream: Option<String>,
+    pub repository: Option<String>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub manifests: usize,
+    pub tags: usize,
+    pub blobs_added: usize,
+    pub blobs_present: usize,
+    pub bytes_added: u64,
+}
+
+/// The largest `index.json` read.
+const MAX_INDEX: u64 = 16 << 20;
+
+/// Blobs read and verified, not yet published.
+#[derive(Default)]
+struct Bundle {
+    index_json: Option<Vec<u8>>,
+    layout: bool,
+    staged: BTreeMap<Digest, Staged>,
+    present: usize,
+}
+
+impl Bundle {
+    fn discard(self) {
+        for (_, s) in self.staged {
+            s.discard();
+        }
+    }
+}
+
+/// Reads, verifies and loads a bundle. Blocking.
+pub fn import(store: &Store, upstreams: &Upstreams, source: Source, placement: &Placement) -> Result<Summary> {
+    let mut bundle = Bundle::default();
+    let read = match source {
+        Source::Dir(dir) => read_dir(store, &dir, &mut bundle),
+        Source::Tar(input) => read_tar(store, input, &mut bundle),
+    };
+    let planned = read.and_then(|()| plan(store, upstreams, &bundle, placement));
+    match planned {
+        Ok(plan) => commit(store, bundle, plan),
+        Err(e) => {
+            bundle.discard();
+            Err(e)
+        }
+    }
+}
+
+fn refused(detail: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("bundle refused: {detail}"))
+}
+
+fn read_tar(store: &Store, input: Box<dyn Read + Send>, bundle: &mut Bundle) -> Result<()> {
+    let mut reader = tar::Reader::new(input);
+    while let Some(entry) = reader.next_entry().map_err(refused)? {
+        if !entry.is_file {
+            continue;
+        }
+        let mut content = reader.content();
+        take(store, &entry.path, &mut content, bundle)?;
+        // Whatever the entry held beyond what was read is skipped by the reader.
+    }
+    Ok(())
+}
+
+fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle) -> Result<()> {
+    for name in ["oci-layout", "index.json"] {
+        if let Ok(mut f) = std::fs::File::open(dir.join(name)) {
+            take(store, name, &mut f, bundle)?;
+        }
+    }
+    let blobs = dir.join("blobs");
+    for alg in std::fs::read_dir(&blobs).map_err(|e| refused(format!("{}: {e}", blobs.display())))? {
+        let alg = alg?;
+        for file in std::fs::read_dir(alg.path())? {
+            let file = file?;
+            let path = format!(
+                "blobs/{}/{}",
+                alg.file_name().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            );
+            take(store, &path, &mut std::fs::File::open(file.path())?, bundle)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes one file of the layout: the two metadata files are kept, blobs are verified
+/// against the digest their path names and staged (or skipped when already cached).
+fn take(store: &Store, path: &str, content: &mut dyn Read, bundle: &mut Bundle) -> Result<()> {
+    match path {
+        "oci-layout" => {
+            let mut text = String::new();
+            content.take(4096).read_to_string(&mut text).map_err(refused)?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| refused(format!("oci-layout: {e}")))?;
+            if v["imageLayoutVersion"].as_str().is_none() {
+                return Err(refused("oci-layout has no imageLayoutVersion"));
+            }
+            bundle.layout = true;
+        }
+        "index.json" => {
+            let mut bytes = Vec::new();
+            content.take(MAX_INDEX).read_to_end(&mut bytes).map_err(refused)?;
+            bundle.index_json = Some(bytes);
+        }
+        _ => {
+            let Some(rest) = path.strip_prefix("blobs/") else {
+                return Ok(());
+            };
+            let Some((alg, hex)) = rest.split_once('/') else {
+                return Ok(());
+            };
+            let d: Digest = format!("{alg}:{hex}")
+                .parse()
+                .map_err(|e| refused(format!("{path}: {e}")))?;
+            let mut hasher = Hasher::new(d.algorithm());
+            let already = store.blobs.exists(&d) || store.index.has_manifest(&d)?;
+            let mut ingest = if already { None } else { Some(store.blobs.ingest(&d)?) };
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match content.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        if let Some(i) = ingest {
+                            i.abort();
+                        }
+                        return Err(refused(format!("{d}: {e}")));
+                    }
+                };
+                hasher.update(&buf[..n]);
+                if let Some(i) = ingest.as_mut() {
+                    if let Err(e) = i.write(&buf[..n]) {
+                        ingest.map(|i| i.abort());
+                        return Err(e.into());
+                    }
+                }
+            }
+            let actual = hasher.finish();
+            if actual != d {
+                if let Some(i) = ingest {
+                    i.abort();
+                }
+                return Err(refused(format!("{d} does not match its content ({actual})")));
+            }
+            match ingest {
+                Some(i) => {
+                    bundle.staged.insert(d, i.stage()?);
+                }
+                None => bundle.present += 1,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A manifest to record, and the tags that resolve to it.
+struct ManifestPlan {
+    upstream: String,
+    repo: String,
+    bytes: Vec<u8>,
+    parsed: manifest::Parsed,
+}
+
+struct TagPlan {
+    upstream: String,
+    repo: String,
+    tag: String,
+    class: String,
+    digest: Digest,
+    media_type: String,
+    validated_at: u64,
+}
+
+struct Plan {
+    manifests: BTreeMap<Digest, ManifestPlan>,
+    tags: Vec<TagPlan>,
+}
+
+fn manifest_bytes(store: &Store, bundle: &Bundle, d: &Digest) -> Result<Option<Vec<u8>>> {
+    if let Some(s) = bundle.staged.get(d) {
+        return Ok(Some(std::fs::read(s.path())?));
+    }
+    if let Some((_, b)) = store.index.manifest(d)? {
+        return Ok(Some(b.to_vec()));
+    }
+    match std::fs::read(store.blobs.path(d)) {
+        Ok(b) => Ok(Some(b)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn plan(store: &Store, upstreams: &Upstreams, bundle: &Bundle, placement: &Placement) -> Result<Plan> {
+    if !bundle.layout {
+        return Err(refused("no oci-layout file: not an OCI image layout"));
+    }
+    let index_bytes = bundle.index_json.as_ref().ok_or_else(|| refused("no index.json"))?;
+    let index =
+        manifest::parse(index_bytes, Some(media::OCI_INDEX)).map_err(|e| refused(format!("index.json: {e}")))?;
+    let mut plan = Plan {
+        manifests: BTreeMap::new(),
+        tags: Vec::new(),
+    };
+    let now = now_ms();
+    for entry in &index.manifests {
+        let (upstream, repo, tag) = place(upstreams, entry, placement)?;
+        let bytes = manifest_bytes(store, bundle, &entry.digest)?
+            .ok_or_else(|| refused(format!("{} is listed but not in the bundle", entry.digest)))?;
+        let parsed =
+            manifest::parse(&bytes, Some(&entry.media_type)).map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
+        let ann = entry.annotations.as_ref();
+        if let Some(tag) = tag {
+            let class = ann
+                .and_then(|a| a.get(ANN_ACCEPT))
+                .and_then(|v| v.as_str())
+                .map_or(AcceptClass::ALL.key(), str::to_owned);
+            let validated_at = ann
+                .and_then(|a| a.get(ANN_VALIDATED))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(now);
+            plan.tags.push(TagPlan {
+                upstream: upstream.clone(),
+                repo: repo.clone(),
+                tag,
+                class,
+                digest: entry.digest.clone(),
+                media_type: parsed.media_type.clone(),
+                validated_at,
+            });
+        }
+        add_manifest(store, bundle, &mut plan, &entry.digest, &upstream, &repo, bytes, parsed)?;
+    }
+    Ok(plan)
+}
+
+/// Records a manifest and, recursively, the manifests an index lists that the bundle holds.
+#[allow(clippy::too_many_arguments)]
+fn add_manifest(
+    store: &Store,
+    bundle: &Bundle,
+    plan: &mut Plan,
+    d: &Digest,
+    upstream: &str,
+    repo: &str,
+    bytes: Vec<u8>,
+    parsed: manifest::Parsed,
+) -> Result<()> {
+    if plan.manifests.contains_key(d) {
+        return Ok(());
+    }
+    let children: Vec<Descriptor> = parsed.manifests.clone();
+    plan.manifests.insert(
+        d.clone(),
+        ManifestPlan {
+            upstream: upstream.to_owned(),
+            repo: repo.to_owned(),
+            bytes,
+            parsed,
+        },
+    );
+    for child in children {
+        if let Some(b) = manifest_bytes(store, bundle, &child.digest)? {
+            let p =
+                manifest::parse(&b, Some(&child.media_type)).map_err(|e| refused(format!("{}: {e}", child.digest)))?;
+            add_manifest(store, bundle, plan, &child.digest, upstream, repo, b, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where an `index.json` entry belongs: entrepot's annotations, else its ref.name read as
+/// a client reads a reference, else the placement given on the command line.
+fn place(upstreams: &Upstreams, entry: &Descriptor, placement: &Placement) -> Result<(String, String, Option<String>)> {
+    let ann = entry.annotations.clone().unwrap_or_default();
+    let get = |k: &str| ann.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    if let (Some(up), Some(repo)) = (get(ANN_UPSTREAM), get(ANN_REPOSITORY)) {
+        let t = target::resolve(upstreams, &repo, Some(&up)).map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
+        return Ok((t.upstream.name().to_owned(), t.repo, get(ANN_TAG)));
+    }
+    let ref_name = get(REF_NAME);
+    let (name, tag) = match ref_name.as_deref() {
+        Some(r) if r.contains('/') || placement.repository.is_none() && r.contains(':') => {
+            let last_slash = r.rfind('/').map_or(0, |i| i + 1);
+            match r[last_slash..].rfind(':') {
+                Some(i) => (
+                    Some(r[..last_slash + i].to_owned()),
+                    Some(r[last_slash + i + 1..].to_owned()),
+                ),
+                None => (Some(r.to_owned()), None),
+            }
+        }
+        Some(tag) => (placement.repository.clone(), Some(tag.to_owned())),
+        None => (placement.repository.clone(), None),
+    };
+    let name = name.ok_or_else(|| {
+        refused(format!(
+            "{} names no repository (ref.name {ref_name:?}); pass --repository",
+            entry.digest
+        ))
+    })?;
+    let t = target::resolve(upstreams, &name, placement.upstream.as_deref())
+        .map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
+    let tag = tag.filter(|t| crate::oci::name::is_valid_tag(t));
+    Ok((t.upstream.name().to_owned(), t.repo, tag))
+}
+
+fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
+    let now = now_ms();
+    let mut summary = Summary {
+        blobs_present: bundle.present,
+        ..Default::default()
+    };
+    // Manifests live in the index; their staged files are not needed as blobs.
+    let mut staged = bundle.staged;
+    for (d, m) in &plan.manifests {
+        if let Some(s) = staged.remove(d) {
+            s.discard();
+        }
+        let rec = ManifestRecord {
+            media_type: m.parsed.media_type.clone(),
+            size: m.bytes.len() as u64,
+            references: m.parsed.references().map(|r| r.digest.clone()).collect(),
+            subject: m.parsed.subject.as_ref().map(|s| s.digest.clone()),
+            artifact_type: m.parsed.artifact_type.clone(),
+            upstream: m.upstream.clone(),
+            repository: m.repo.clone(),
+            cached_at: now,
+            last_access: now,
+            hits: 0,
+        };
+        if !store.index.has_manifest(d)? {
+            store.index.put_manifest(d, &rec, &m.bytes)?;
+        }
+        let refs: Vec<Descriptor> = m.parsed.references().cloned().collect();
+        store.index.learn_media_types(&refs)?;
+        summary.manifests += 1;
+    }
+    let upstream_of: HashMap<Digest, String> = plan
+        .manifests
+        .values()
+        .flat_map(|m| m.parsed.references().map(|r| (r.digest.clone(), m.upstream.clone())))
+        .collect();
+    for (d, s) in staged {
+        let size = store.blobs.publish(s, &d)?;
+        let rec = BlobRecord {
+            size,
+            media_type: store.index.media_type(&d)?,
+            cached_at: now,
+            last_access: now,
+            hits: 0,
+            upstream: upstream_of.get(&d).cloned().unwrap_or_default(),
+        };
+        store.index.put_blob(&d, &rec)?;
+        summary.blobs_added += 1;
+        summary.bytes_added += size;
+    }
+    for t in &plan.tags {
+        let rec = TagRecord {
+            digest: t.digest.clone(),
+            media_type: t.media_type.clone(),
+            fetched_at: now,
+            validated_at: t.validated_at,
+        };
+        store.index.put_tag(&t.upstream, &t.repo, &t.tag, &t.class, &rec)?;
+        summary.tags += 1;
+    }
+    Ok(summary)
+}
