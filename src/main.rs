@@ -128,8 +128,8 @@ enum CacheCommand {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// The configuration file.
-    #[arg(long = "config", default_value = "config.toml")]
-    path: PathBuf,
+    #[arg(long = "config", id = "config", default_value = "config.toml")]
+    file: PathBuf,
 }
 
 /// Exit status for a configuration the process cannot run with.
@@ -138,14 +138,14 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let command = Cli::parse().command;
     let config_path = match &command {
-        Command::Serve { config, .. } | Command::Gc { config, .. } => &config.path,
+        Command::Serve { config, .. } | Command::Gc { config, .. } => &config.file,
         Command::Policy {
             command: PolicyCommand::Check { config, .. },
-        } => &config.path,
+        } => &config.file,
         Command::Cache {
             command: CacheCommand::Stats { config },
-        } => &config.path,
-        Command::Seed { config, .. } | Command::Export { config, .. } | Command::Import { config, .. } => &config.path,
+        } => &config.file,
+        Command::Seed { config, .. } | Command::Export { config, .. } | Command::Import { config, .. } => &config.file,
     };
     let mut cfg = match Config::load(config_path) {
         Ok(c) => c,
@@ -319,4 +319,13 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

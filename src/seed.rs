@@ -42,7 +42,7 @@ pub enum Puller {
     Local(Arc<App>),
     Remote {
         base: String,
-        client: Client<HttpConnector, Empty<Bytes>>,
+        client: Box<Client<HttpConnector, Empty<Bytes>>>,
     },
 }
 
@@ -55,7 +55,7 @@ impl Puller {
     pub fn remote(base: String) -> Puller {
         Puller::Remote {
             base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Box::new(Client::builder(TokioExecutor::new()).build_http()),
         }
     }
 

@@ -37,6 +37,14 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, so that the process shuts down cleanly, then waits for it.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     fn log_text(&self) -> String {
         format!(
             "--- {} log ---\n{}",
@@ -172,6 +180,7 @@ struct World {
     registry_addr: String,
     entrepot: Proc,
     entrepot_addr: String,
+    entrepot_config: PathBuf,
 }
 
 /// A seeded docker-registry, and the entrepot binary in front of it (`tag_ttl = 0s`, so
@@ -247,6 +256,7 @@ fn world() -> World {
         registry_addr,
         entrepot,
         entrepot_addr,
+        entrepot_config: config,
     }
 }
 
@@ -451,4 +461,151 @@ fn containerd_pulls_through_entrepot_as_a_mirror() {
         "containerd's requests reached entrepot:\n{log}"
     );
     drop(containerd);
+}
+
+/// The entrepot binary with a config file; panics with its output when it fails.
+fn entrepot(args: &[&str], config: &Path) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(args)
+        .arg("--config")
+        .arg(config))
+}
+
+#[test]
+fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
+    if !tools_present(&["docker-registry", "skopeo", "umoci", "tar", "gzip"]) {
+        return;
+    }
+    let mut w = world();
+    let images = [
+        ("interop/oci:v1", false),
+        ("interop/docker:v1", false),
+        ("interop/multi:v1", true),
+    ];
+    for (i, (image, all)) in images.iter().enumerate() {
+        skopeo_to_dir(
+            &format!("{}/{image}", w.registry_addr),
+            &w.dir.join(format!("direct-{i}")),
+            *all,
+        );
+    }
+
+    // Site A: seed through the running server, then export with the server stopped.
+    let refs: Vec<String> = images
+        .iter()
+        .map(|(i, _)| format!("registry.interop.test/{i}"))
+        .collect();
+    let mut seed_args = vec!["seed"];
+    seed_args.extend(refs.iter().map(String::as_str));
+    let seeded = entrepot(&seed_args, &w.entrepot_config);
+    assert!(seeded.contains("3 reference(s), 0 failed"), "{seeded}");
+    w.entrepot.terminate();
+    let bundle = w.dir.join("site-b.tar");
+    let layout = w.dir.join("site-b-layout");
+    let exported = entrepot(&["export", "--out", bundle.to_str().unwrap()], &w.entrepot_config);
+    assert!(exported.contains("3 tag(s)"), "{exported}");
+    entrepot(&["export", "--out", layout.to_str().unwrap()], &w.entrepot_config);
+    w.registry.stop();
+
+    // Other tools read what entrepot wrote.
+    let from_archive = w.dir.join("from-archive");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "oci-archive:{}:registry.interop.test/interop/oci:v1",
+            bundle.display()
+        ))
+        .arg(format!("dir:{}", from_archive.display())));
+    assert!(
+        dir_contents(&from_archive) == dir_contents(&w.dir.join("direct-0")),
+        "skopeo reads the exported archive byte-identical"
+    );
+    let listed = run(Command::new("umoci").args(["ls", "--layout"]).arg(&layout));
+    assert!(listed.contains("registry.interop.test/interop/multi:v1"), "{listed}");
+    let unpacked = w.dir.join("unpacked");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:registry.interop.test/interop/oci:v1", layout.display()))
+        .arg(&unpacked));
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("rootfs/etc/arch")).unwrap(),
+        "amd64"
+    );
+
+    // Site B: no upstream at all.
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let b_config = w.dir.join("site-b.toml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "listen = \"{b_addr}\"\ndata_dir = \"{}\"\noffline = true\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
+            w.dir.join("site-b-data").display(),
+            w.registry_addr
+        ),
+    )
+    .unwrap();
+    let imported = entrepot(&["import", bundle.to_str().unwrap()], &b_config);
+    assert!(imported.contains("3 tag(s)"), "{imported}");
+    let site_b = Proc::start(
+        "entrepot site B",
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["serve", "--config"])
+            .arg(&b_config),
+        w.dir.join("site-b.log"),
+    );
+    wait_http(&b_addr, &site_b);
+    for (i, (image, all)) in images.iter().enumerate() {
+        let out = w.dir.join(format!("site-b-{i}"));
+        skopeo_to_dir(&format!("{b_addr}/{image}"), &out, *all);
+        assert!(
+            dir_contents(&out) == dir_contents(&w.dir.join(format!("direct-{i}"))),
+            "{image} from site B differs\n{}",
+            site_b.log_text()
+        );
+    }
+
+    // An archive skopeo made imports too, placed with --repository.
+    let skopeo_archive = w.dir.join("skopeo.tar");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("dir:{}", w.dir.join("direct-0").display()))
+        .arg(format!("oci-archive:{}:v7", skopeo_archive.display())));
+    let c_config = w.dir.join("site-c.toml");
+    let c_addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        &c_config,
+        std::fs::read_to_string(&b_config)
+            .unwrap()
+            .replace(&b_addr, &c_addr)
+            .replace("site-b-data", "site-c-data"),
+    )
+    .unwrap();
+    entrepot(
+        &[
+            "import",
+            "--repository",
+            "mirrored/oci",
+            skopeo_archive.to_str().unwrap(),
+        ],
+        &c_config,
+    );
+    let site_c = Proc::start(
+        "entrepot site C",
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["serve", "--config"])
+            .arg(&c_config),
+        w.dir.join("site-c.log"),
+    );
+    wait_http(&c_addr, &site_c);
+    let via_c = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{c_addr}/mirrored/oci:v7"),
+    ]));
+    let in_archive = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci-archive:{}:v7", skopeo_archive.display())));
+    assert_eq!(via_c, in_archive);
 }

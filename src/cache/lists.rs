@@ -151,7 +151,7 @@ impl Cache {
             let mut names: Vec<String> = index
                 .tags_all()?
                 .into_iter()
-                .map(|(up, repo, ..)| format!("{up}/{repo}"))
+                .map(|t| format!("{}/{}", t.upstream, t.repo))
                 .collect();
             names.extend(
                 index

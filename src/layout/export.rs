@@ -14,7 +14,7 @@ use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::policy::glob::Globs;
-use crate::store::index::now_ms;
+use crate::store::index::{now_ms, TagEntry};
 use crate::store::Store;
 
 #[derive(Debug, Default, Clone)]
@@ -66,7 +66,7 @@ pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
     };
     sink.file(
         "oci-layout",
-        LAYOUT_VERSION.as_bytes().len() as u64,
+        LAYOUT_VERSION.len() as u64,
         &mut LAYOUT_VERSION.as_bytes(),
     )?;
     sink.file("index.json", index.len() as u64, &mut index.as_bytes())?;
@@ -137,8 +137,15 @@ fn select(store: &Store, sel: &Selection) -> Result<Plan> {
     let mut tags = 0;
     let mut all_tags = index.tags_all()?;
     // The widest Accept class first, so that it is the one carrying ref.name.
-    all_tags.sort_by_key(|(_, _, _, class, _)| (class != &AcceptClass::ALL.key(), class.clone()));
-    for (upstream, repo, tag, class, rec) in all_tags {
+    all_tags.sort_by_key(|t| (t.class != AcceptClass::ALL.key(), t.class.clone()));
+    for TagEntry {
+        upstream,
+        repo,
+        tag,
+        class,
+        record: rec,
+    } in all_tags
+    {
         if !(matches(&sel.upstream, &upstream) && matches(&sel.repository, &repo) && matches(&sel.tag, &tag)) {
             continue;
         }
@@ -222,8 +229,8 @@ fn select(store: &Store, sel: &Selection) -> Result<Plan> {
     }
     // A child listed by an exported index needs no entry of its own.
     let children: BTreeSet<Digest> = manifests
-        .iter()
-        .flat_map(|(_, b)| manifest::parse(b, None).map(|p| p.manifests).unwrap_or_default())
+        .values()
+        .flat_map(|b| manifest::parse(b, None).map(|p| p.manifests).unwrap_or_default())
         .map(|c| c.digest)
         .collect();
     roots.retain(|r| r.annotations.contains_key(ANN_TAG) || !children.contains(&r.digest));

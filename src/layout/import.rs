@@ -162,7 +162,9 @@ fn take(store: &Store, path: &str, content: &mut dyn Read, bundle: &mut Bundle) 
                 hasher.update(&buf[..n]);
                 if let Some(i) = ingest.as_mut() {
                     if let Err(e) = i.write(&buf[..n]) {
-                        ingest.map(|i| i.abort());
+                        if let Some(i) = ingest {
+                            i.abort();
+                        }
                         return Err(e.into());
                     }
                 }

@@ -66,6 +66,17 @@ pub struct TagRecord {
     pub validated_at: u64,
 }
 
+/// A tag record with its key.
+#[derive(Debug, Clone)]
+pub struct TagEntry {
+    pub upstream: String,
+    pub repo: String,
+    pub tag: String,
+    /// The Accept class it was resolved for.
+    pub class: String,
+    pub record: TagRecord,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TagList {
     pub fetched_at: u64,
@@ -342,8 +353,8 @@ impl Index {
         Ok(())
     }
 
-    /// Every tag record: (upstream, repository, tag, Accept class, record).
-    pub fn tags_all(&self) -> Result<Vec<(String, String, String, String, TagRecord)>> {
+    /// Every tag record.
+    pub fn tags_all(&self) -> Result<Vec<TagEntry>> {
         let mut out = Vec::new();
         for kv in self.tags.iter() {
             let (k, v) = kv?;
@@ -352,13 +363,13 @@ impl Index {
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .collect();
             if let [upstream, repo, tag, class] = &parts[..] {
-                out.push((
-                    upstream.clone(),
-                    repo.clone(),
-                    tag.clone(),
-                    class.clone(),
-                    serde_json::from_slice(&v)?,
-                ));
+                out.push(TagEntry {
+                    upstream: upstream.clone(),
+                    repo: repo.clone(),
+                    tag: tag.clone(),
+                    class: class.clone(),
+                    record: serde_json::from_slice(&v)?,
+                });
             }
         }
         Ok(out)

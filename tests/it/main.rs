@@ -3,6 +3,7 @@
 
 mod support;
 
+mod airgap;
 mod blobs;
 mod cli;
 mod lists;

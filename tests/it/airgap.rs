@@ -1,0 +1,265 @@
+//! Air-gap: seed → export → import into a fresh cache → serve offline; incremental
+//! exports; corrupt and truncated bundles refused without a trace; catalog offline.
+
+use std::sync::Arc;
+
+use entrepot::layout::export::{self, Output, Selection};
+use entrepot::layout::import::{self, Placement, Source};
+use entrepot::seed::{self, Puller};
+use http::Method;
+
+use crate::support::registry::{OCI_INDEX, OCI_MANIFEST};
+use crate::support::*;
+
+const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+struct Site {
+    _dir: tempfile::TempDir,
+    proxy: TestProxy,
+}
+
+async fn site(reg: &TestRegistry, extra: &str) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::in_front_of(dir.path(), reg, "reg.test", extra).await;
+    Site { _dir: dir, proxy }
+}
+
+async fn seed_all(proxy: &TestProxy, refs: &[&str], referrers: bool) {
+    let puller = Arc::new(Puller::Local(proxy.app.clone()));
+    let opts = seed::Options {
+        platforms: vec![],
+        referrers,
+        parallel: 2,
+    };
+    let results = seed::seed(
+        puller,
+        refs.iter().map(|r| r.to_string()).collect(),
+        opts,
+        |_, _, _, _| {},
+    )
+    .await;
+    for (r, result) in results {
+        assert!(result.is_ok(), "{r}: {result:?}");
+    }
+}
+
+fn export_tar(proxy: &TestProxy, sel: &Selection) -> (Vec<u8>, export::Summary) {
+    let path = tempfile::NamedTempFile::new().unwrap();
+    let file = std::fs::File::create(path.path()).unwrap();
+    let summary = export::export(&proxy.app.cache.store, sel, Output::Tar(Box::new(file))).unwrap();
+    (std::fs::read(path.path()).unwrap(), summary)
+}
+
+fn import_tar(proxy: &TestProxy, bytes: Vec<u8>) -> entrepot::Result<import::Summary> {
+    import::import(
+        &proxy.app.cache.store,
+        &proxy.app.upstreams,
+        Source::Tar(Box::new(std::io::Cursor::new(bytes))),
+        &Placement::default(),
+    )
+}
+
+fn store_files(proxy: &TestProxy) -> (usize, usize) {
+    let blobs = proxy.app.cache.store.blobs.list().unwrap().len();
+    let tmp = std::fs::read_dir(proxy.app.config.data_dir.join("tmp"))
+        .unwrap()
+        .count();
+    (blobs, tmp)
+}
+
+/// A multi-platform image with a signature, and a plain image.
+fn content(reg: &TestRegistry) -> (String, String, String) {
+    let (amd, amd_b, _) = reg.put_artifact("team/multi", None, IMAGE_CONFIG, &[LAYER]);
+    let (arm, arm_b, _) = reg.put_artifact("team/multi", None, IMAGE_CONFIG, &[LAYER, LAYER]);
+    let (index, index_b) = reg.put_index(
+        "team/multi",
+        "v1",
+        &[(&amd, amd_b.len(), "linux/amd64"), (&arm, arm_b.len(), "linux/arm64")],
+    );
+    let sig = reg.put_referrer(
+        "team/multi",
+        &index,
+        index_b.len(),
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+    );
+    let (plain, _, _) = reg.put_image("team/app", "3.20", &[70_000, 1000], 1);
+    (index, sig, plain)
+}
+
+#[tokio::test]
+async fn seed_export_import_and_serve_offline_byte_identical() {
+    let reg = TestRegistry::start_with(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
+    let (index, sig, _plain) = content(&reg);
+    let a = site(&reg, "").await;
+    seed_all(&a.proxy, &["reg.test/team/multi:v1", "reg.test/team/app:3.20"], true).await;
+    // Seeding again fetches nothing new.
+    let before = reg.total_requests();
+    seed_all(&a.proxy, &["reg.test/team/app:3.20"], false).await;
+    assert_eq!(
+        reg.log()[before..]
+            .iter()
+            .filter(|l| l.path.contains("/blobs/"))
+            .count(),
+        0
+    );
+
+    let (bundle, summary) = export_tar(&a.proxy, &Selection::default());
+    assert_eq!(summary.tags, 2);
+    assert!(summary.missing.is_empty(), "{:?}", summary.missing);
+
+    let b = site(&reg, "offline = true").await;
+    let imported = import_tar(&b.proxy, bundle.clone()).unwrap();
+    assert_eq!(imported.tags, 2);
+    assert!(imported.blobs_added >= 6, "{imported:?}");
+    let sig_path = format!("/v2/team/multi/manifests/{sig}");
+    let cases = [
+        ("/v2/team/multi/manifests/v1", OCI_INDEX),
+        ("/v2/team/app/manifests/3.20", OCI_MANIFEST),
+        (&sig_path as &str, OCI_MANIFEST),
+    ];
+    let mut from_site_a = Vec::new();
+    for (path, accept) in cases {
+        from_site_a.push(request(Method::GET, &a.proxy.url(path), &[("accept", accept)]).await);
+    }
+    let requests = reg.total_requests();
+
+    for ((path, accept), from_a) in cases.into_iter().zip(from_site_a) {
+        let from_b = request(Method::GET, &b.proxy.url(path), &[("accept", accept)]).await;
+        assert_eq!(from_b.status, 200, "{path}");
+        assert_eq!(from_b.bytes(), from_a.bytes(), "{path}");
+        assert_eq!(
+            from_b.header("docker-content-digest"),
+            from_a.header("docker-content-digest")
+        );
+    }
+    let manifest = get(&b.proxy.url("/v2/team/app/manifests/3.20")).await.json();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let from_b = get(&b.proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+        assert_eq!(
+            from_b.bytes(),
+            get(&a.proxy.url(&format!("/v2/team/app/blobs/{d}"))).await.bytes()
+        );
+    }
+    let referrers = get(&b.proxy.url(&format!("/v2/team/multi/referrers/{index}")))
+        .await
+        .json();
+    assert_eq!(referrers["manifests"][0]["digest"], sig.as_str());
+    let tags = get(&b.proxy.url("/v2/team/app/tags/list")).await.json();
+    assert_eq!(tags["tags"], serde_json::json!(["3.20"]));
+    let catalog = get(&b.proxy.url("/v2/_catalog")).await.json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["reg.test/team/app", "reg.test/team/multi"])
+    );
+    assert_eq!(reg.total_requests(), requests, "site B never contacted the upstream");
+
+    // Importing twice changes nothing.
+    let again = import_tar(&b.proxy, bundle).unwrap();
+    assert_eq!(again.blobs_added, 0);
+}
+
+#[tokio::test]
+async fn incremental_exports_hold_only_what_is_new() {
+    let reg = TestRegistry::start().await;
+    let a = site(&reg, "").await;
+    reg.put_image("team/app", "v1", &[5000], 1);
+    seed_all(&a.proxy, &["reg.test/team/app:v1"], false).await;
+    let (_, first) = export_tar(&a.proxy, &Selection::default());
+    assert_eq!((first.manifests, first.blobs), (1, 2));
+
+    let (d2, _, _) = reg.put_image("team/app", "v2", &[6000], 2);
+    seed_all(&a.proxy, &["reg.test/team/app:v2"], false).await;
+    let (bundle, second) = export_tar(
+        &a.proxy,
+        &Selection {
+            since: Some(first.mark),
+            ..Default::default()
+        },
+    );
+    assert_eq!((second.manifests, second.tags, second.blobs), (1, 1, 2), "{second:?}");
+    let text = String::from_utf8_lossy(&bundle);
+    assert!(text.contains(&d2) && text.contains("reg.test/team/app:v2") && !text.contains("reg.test/team/app:v1"));
+}
+
+#[tokio::test]
+async fn corrupt_and_truncated_bundles_are_refused_and_leave_the_store_as_it_was() {
+    let reg = TestRegistry::start().await;
+    let a = site(&reg, "").await;
+    let (_, _, layers) = reg.put_image("team/app", "v1", &[50_000], 3);
+    seed_all(&a.proxy, &["reg.test/team/app:v1"], false).await;
+    let (bundle, _) = export_tar(&a.proxy, &Selection::default());
+
+    let b = site(&reg, "offline = true").await;
+    let before = store_files(&b.proxy);
+    // A flipped byte inside the layer's content.
+    let mut corrupt = bundle.clone();
+    let layer_path = format!("blobs/sha256/{}", layers[0].trim_start_matches("sha256:"));
+    let header = find(&corrupt, layer_path.as_bytes()).expect("the layer is in the bundle");
+    corrupt[header + 512 + 100] ^= 0xff;
+    let err = import_tar(&b.proxy, corrupt).unwrap_err().to_string();
+    assert!(err.contains(&layers[0]), "{err}");
+    assert_eq!(store_files(&b.proxy), before);
+
+    let truncated = bundle[..bundle.len() / 2].to_vec();
+    assert!(import_tar(&b.proxy, truncated).is_err());
+    assert_eq!(store_files(&b.proxy), before);
+    assert_eq!(get(&b.proxy.url("/v2/team/app/manifests/v1")).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_layout_with_only_a_tag_for_ref_name_is_placed_by_repository() {
+    let reg = TestRegistry::start().await;
+    let a = site(&reg, "").await;
+    let (d, _, _) = reg.put_image("team/app", "v1", &[1000], 4);
+    seed_all(&a.proxy, &["reg.test/team/app:v1"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    export::export(
+        &a.proxy.app.cache.store,
+        &Selection::default(),
+        Output::Dir(dir.path().to_owned()),
+    )
+    .unwrap();
+    // Rewrite index.json as skopeo writes it: ref.name is the bare tag, no other annotation.
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"stable"}}}}]}}"#,
+        std::fs::metadata(
+            dir.path()
+                .join(format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
+        )
+        .unwrap()
+        .len()
+    );
+    std::fs::write(dir.path().join("index.json"), index).unwrap();
+    let b = site(&reg, "offline = true").await;
+    let none = import::import(
+        &b.proxy.app.cache.store,
+        &b.proxy.app.upstreams,
+        Source::Dir(dir.path().to_owned()),
+        &Placement::default(),
+    );
+    assert!(none.unwrap_err().to_string().contains("--repository"));
+    let placement = Placement {
+        upstream: None,
+        repository: Some("mirror/app".into()),
+    };
+    import::import(
+        &b.proxy.app.cache.store,
+        &b.proxy.app.upstreams,
+        Source::Dir(dir.path().to_owned()),
+        &placement,
+    )
+    .unwrap();
+    let got = get(&b.proxy.url("/v2/mirror/app/manifests/stable")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("docker-content-digest"), Some(d.as_str()));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
