@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::cache::{Cache, Settings};
 use crate::config::Config;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -17,8 +18,9 @@ pub struct App {
 impl App {
     pub fn build(config: Config) -> Result<Arc<App>> {
         let (store, found) = Store::open(&config.data_dir)?;
-        let upstreams = Upstreams::build(&config)?;
-        let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config)));
+        let metrics = Arc::new(Metrics::default());
+        let upstreams = Upstreams::build(&config, metrics.clone())?;
+        let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config), metrics));
         Ok(Arc::new(App {
             config,
             upstreams,

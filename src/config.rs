@@ -32,6 +32,7 @@ fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     offline: bool,
@@ -94,6 +95,8 @@ struct RawUpstream {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub offline: bool,
     /// The upstream for names with neither a `?ns=` nor a known prefix.
@@ -226,8 +229,16 @@ impl RawConfig {
             None if upstreams.len() == 1 => Some(upstreams[0].name.clone()),
             None => None,
         };
+        let metrics_listen = match self.metrics_listen {
+            Some(m) => Some(
+                m.parse()
+                    .map_err(|_| bad("metrics_listen", format!("{m:?} is not an address:port")))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             listen,
+            metrics_listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             offline: self.offline,
             default_upstream,

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod metrics;
 pub mod oci;
 pub mod ops;
 pub mod policy;

@@ -27,6 +27,16 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let flusher = tokio::spawn(flush_periodically(app.clone()));
+    let ops_listener = match app.config.metrics_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(tokio::spawn(serve_ops(app.clone(), l))),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for metrics");
+                None
+            }
+        },
+        None => None,
+    };
     let sweeper = tokio::spawn(sweep_periodically(app.clone()));
     tokio::pin!(shutdown);
     loop {
@@ -59,8 +69,27 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     flusher.abort();
+    if let Some(l) = ops_listener {
+        l.abort();
+    }
     sweeper.abort();
     app.cache.flush().await;
+}
+
+/// `/metrics`, `/healthz`, `/readyz` on their own listener.
+async fn serve_ops(app: Arc<App>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| crate::http::ops::serve_only(app.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Retention runs every `sweep_interval`, and sooner when a fill is about to cross the high

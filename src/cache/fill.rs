@@ -315,6 +315,7 @@ async fn read_upstream(
             Ok(Some(Err(e))) => return Err(up.bad(format!("blob body: {e}"))),
             Ok(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else { continue };
+                up.count_bytes(data.len());
                 seen += data.len() as u64;
                 if total.is_some_and(|t| seen > t) {
                     return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));

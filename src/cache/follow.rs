@@ -21,7 +21,6 @@ const CHANNEL_CHUNKS: usize = 2;
 pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Serving) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, Some(len));
     tokio::spawn(async move {
-        let _serving = serving;
         let result = async {
             if start > 0 {
                 file.seek(SeekFrom::Start(start)).await?;
@@ -30,6 +29,7 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Servi
             while left > 0 {
                 let chunk = read_chunk(&mut file, left).await?;
                 left -= chunk.len() as u64;
+                serving.sent(chunk.len(), true);
                 if tx.send(Ok(chunk)).await.is_err() {
                     return Ok(());
                 }
@@ -59,8 +59,7 @@ pub fn following(
 ) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
     tokio::spawn(async move {
-        let _serving = serving;
-        if let Err(e) = follow(&tx, &fill, committed_path, start, end).await {
+        if let Err(e) = follow(&tx, &fill, committed_path, start, end, &serving).await {
             tracing::debug!(digest = %fill.digest, error = %e, "follower aborted");
             let _ = tx.send(Err(e)).await;
         }
@@ -74,6 +73,7 @@ async fn follow(
     committed_path: PathBuf,
     start: u64,
     end: Option<u64>,
+    serving: &Serving,
 ) -> io::Result<()> {
     let mut rx = fill.subscribe();
     let mut file: Option<tokio::fs::File> = None;
@@ -117,6 +117,7 @@ async fn follow(
             if let Some(f) = file.as_mut() {
                 let chunk = read_chunk(f, target - pos).await?;
                 pos += chunk.len() as u64;
+                serving.sent(chunk.len(), false);
                 if tx.send(Ok(chunk)).await.is_err() {
                     return Ok(());
                 }

@@ -338,6 +338,7 @@ impl Cache {
         let bytes = read_small(resp.into_body(), limit as usize, up.config.idle_timeout)
             .await
             .map_err(|e| up.bad(format!("manifest body: {e}")))?;
+        up.count_bytes(bytes.len());
         for want in expected.iter().copied().chain(claimed.as_ref()) {
             let mut h = Hasher::new(want.algorithm());
             h.update(&bytes);

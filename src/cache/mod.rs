@@ -16,6 +16,7 @@ mod manifests;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use http::Method;
 
 use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::upstream::{header_str, Upstream};
@@ -115,6 +117,9 @@ pub struct Cache {
     /// Tags the upstream said do not exist, until when to believe it.
     absent_tags: Mutex<HashMap<String, Instant>>,
     serving: Arc<sweep::ServingSet>,
+    pub metrics: Arc<Metrics>,
+    /// Bytes per retention class as of the last sweep, for the metrics.
+    class_bytes: Mutex<Vec<(String, u64)>>,
     /// Blob bytes on disk, kept up to date by fills and sweeps.
     pub stored_bytes: AtomicU64,
     /// Wakes the sweeper before its interval: a fill is taking the cache past the high
@@ -136,8 +141,10 @@ pub enum BlobSource {
 }
 
 impl Cache {
-    pub fn new(store: Store, stored_bytes: u64, settings: Settings) -> Cache {
+    pub fn new(store: Store, stored_bytes: u64, settings: Settings, metrics: Arc<Metrics>) -> Cache {
         Cache {
+            metrics,
+            class_bytes: Mutex::default(),
             serving: Arc::default(),
             stored_bytes: AtomicU64::new(stored_bytes),
             sweep_now: tokio::sync::Notify::new(),
@@ -166,7 +173,7 @@ impl Cache {
     /// that a sweep does not evict it meanwhile.
     pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome, sweep::Serving)> {
         self.admit_blob(t, d)?;
-        let serving = self.serving.enter(d);
+        let serving = self.serving.enter(d, &self.metrics);
         let (source, outcome) = self.find_blob(t, d).await?;
         Ok((source, outcome, serving))
     }
@@ -278,6 +285,73 @@ impl Cache {
         }
         let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         Ok((size, Outcome::Miss))
+    }
+
+    /// The Prometheus exposition: the counters, and the gauges read now.
+    pub fn render_metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        self.metrics.render(&mut out);
+        let one = |v: f64| vec![(Vec::new(), v)];
+        metrics::gauge(
+            &mut out,
+            "entrepot_transfers_in_flight",
+            "Blob transfers being sent to clients.",
+            &one(self.serving.transfers() as f64),
+        );
+        let fills = self.fills.lock().unwrap_or_else(|p| p.into_inner()).len();
+        metrics::gauge(
+            &mut out,
+            "entrepot_fills_in_flight",
+            "Blob downloads from upstreams in progress.",
+            &one(fills as f64),
+        );
+        metrics::gauge(
+            &mut out,
+            "entrepot_store_bytes",
+            "Blob bytes on disk.",
+            &one(self.stored_bytes.load(Relaxed) as f64),
+        );
+        let by_class: Vec<_> = (self.class_bytes.lock().unwrap_or_else(|p| p.into_inner()).iter())
+            .map(|(c, b)| (vec![("class", c.clone())], *b as f64))
+            .collect();
+        metrics::gauge(
+            &mut out,
+            "entrepot_store_class_bytes",
+            "Bytes held per retention class, as of the last sweep.",
+            &by_class,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP entrepot_policy_decisions_total Policy decisions, by the rule that made them."
+        );
+        let _ = writeln!(out, "# TYPE entrepot_policy_decisions_total counter");
+        for (rule, (allowed, denied)) in self.stats.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "entrepot_policy_decisions_total{{rule=\"{rule}\",decision=\"allow\"}} {allowed}"
+            );
+            let _ = writeln!(
+                out,
+                "entrepot_policy_decisions_total{{rule=\"{rule}\",decision=\"deny\"}} {denied}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP entrepot_digest_mismatches_total Upstream content refused for not matching its digest."
+        );
+        let _ = writeln!(out, "# TYPE entrepot_digest_mismatches_total counter");
+        let _ = writeln!(
+            out,
+            "entrepot_digest_mismatches_total {}",
+            self.stats.digest_mismatches.load(Relaxed)
+        );
+        out
+    }
+
+    /// Refreshes the per-class byte counts the metrics show.
+    pub(crate) fn set_class_bytes(&self, by_class: Vec<(String, u64)>) {
+        *self.class_bytes.lock().unwrap_or_else(|p| p.into_inner()) = by_class;
     }
 
     /// Writes the hit counters gathered in memory to the index.

@@ -18,15 +18,24 @@ use crate::store::index::now_ms;
 #[derive(Debug, Default)]
 pub struct ServingSet(Mutex<HashMap<Digest, usize>>);
 
-/// Marks a blob as being served until dropped.
-#[derive(Debug)]
+/// Marks a blob as being served until dropped, and counts the bytes sent.
 pub struct Serving {
     set: Arc<ServingSet>,
     digest: Digest,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Serving {
+    /// Counts bytes sent; `from_cache` when read from a committed file, else from a
+    /// download in progress.
+    pub fn sent(&self, n: usize, from_cache: bool) {
+        let source = if from_cache { "cache" } else { "fill" };
+        self.metrics.served_bytes.add(&[("source", source)], n as u64);
+    }
 }
 
 impl ServingSet {
-    pub fn enter(self: &Arc<Self>, digest: &Digest) -> Serving {
+    pub fn enter(self: &Arc<Self>, digest: &Digest, metrics: &Arc<crate::metrics::Metrics>) -> Serving {
         *self
             .0
             .lock()
@@ -36,7 +45,13 @@ impl ServingSet {
         Serving {
             set: self.clone(),
             digest: digest.clone(),
+            metrics: metrics.clone(),
         }
+    }
+
+    /// Transfers in progress (one blob may have several).
+    pub fn transfers(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
     }
 
     fn contains(&self, d: &Digest) -> bool {
@@ -141,6 +156,8 @@ impl Cache {
             let plan = retention::plan(&r.classes, &r.limits, &snap);
             if !dry_run {
                 this.evict(&plan)?;
+                let after = usage(&r.classes, &this.snapshot()?);
+                this.set_class_bytes(after.by_class.into_iter().map(|(c, u)| (c, u.bytes)).collect());
             }
             Ok(plan)
         })
@@ -154,6 +171,8 @@ impl Cache {
         for e in plan.evictions.iter().filter(|e| e.kind == Kind::Manifest) {
             index.remove_manifest(&e.digest)?;
             gone.insert(e.digest.clone());
+            self.metrics.evictions.add(&[("class", &e.class)], 1);
+            self.metrics.evicted_bytes.add(&[("class", &e.class)], e.size);
             tracing::info!(digest = %e.digest, class = %e.class, reason = %e.reason, size = e.size, "evicted manifest");
         }
         let tags = if gone.is_empty() {
@@ -170,6 +189,8 @@ impl Cache {
             index.remove_blob(&e.digest)?;
             self.store.blobs.remove(&e.digest)?;
             freed += e.size;
+            self.metrics.evictions.add(&[("class", &e.class)], 1);
+            self.metrics.evicted_bytes.add(&[("class", &e.class)], e.size);
             tracing::info!(digest = %e.digest, class = %e.class, reason = %e.reason, size = e.size, "evicted blob");
         }
         self.stats
@@ -188,9 +209,13 @@ impl Cache {
     /// class of the first cached manifest that references it, else in its own.
     pub async fn usage(self: &Arc<Self>) -> Result<CacheStats> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || Ok(usage(&this.settings.retention.classes, &this.snapshot()?)))
-            .await
-            .map_err(Error::internal)?
+        tokio::task::spawn_blocking(move || {
+            let stats = usage(&this.settings.retention.classes, &this.snapshot()?);
+            this.set_class_bytes(stats.by_class.iter().map(|(c, u)| (c.clone(), u.bytes)).collect());
+            Ok(stats)
+        })
+        .await
+        .map_err(Error::internal)?
     }
 }
 

@@ -10,6 +10,7 @@ pub mod body;
 pub mod headers;
 mod lists;
 mod manifests;
+pub mod ops;
 pub mod range;
 pub mod route;
 pub mod target;
@@ -58,6 +59,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         headers::API_VERSION,
         HeaderValue::from_static(headers::API_VERSION_VALUE),
     );
+    count(&app, &req, &resp);
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
@@ -72,8 +74,35 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
     Ok(resp)
 }
 
+/// Counts the request, and how the cache served it, by route.
+fn count<B>(app: &App, req: &Request<B>, resp: &Response<Body>) {
+    let path = req.uri().path();
+    let route = match route::parse(path) {
+        Ok(r) => r.label(),
+        Err(_) if path.starts_with(admin::PREFIX) => "admin",
+        Err(_) if ops::PATHS.contains(&path) => "ops",
+        Err(_) => "other",
+    };
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let metrics = &app.cache.metrics;
+    metrics.requests.add(
+        &[("route", route), ("method", method), ("status", resp.status().as_str())],
+        1,
+    );
+    if let Some(result) = resp.headers().get(headers::CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+        metrics.lookups.add(&[("kind", route), ("result", result)], 1);
+    }
+}
+
 async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Result<Response<Body>> {
     let path = req.uri().path();
+    if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
+        return ops::handle(app, path).await;
+    }
     if path.starts_with(admin::PREFIX) {
         return admin::handle(app, req.method(), path, peer).await;
     }

@@ -85,7 +85,7 @@ url = "http://127.0.0.1:5001"
 "#,
         )
         .unwrap();
-        Upstreams::build(&c).unwrap()
+        Upstreams::build(&c, Default::default()).unwrap()
     }
 
     fn r(name: &str, ns: Option<&str>) -> Result<(String, String)> {

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use auth::{Challenge, TokenCache};
 
 const USER_AGENT: &str = concat!("entrepot/", env!("CARGO_PKG_VERSION"));
@@ -30,11 +31,11 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn build(config: &Config) -> Result<Upstreams> {
+    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Upstreams> {
         let all: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Upstream::build(u.clone()).map(Arc::new))
+            .map(|u| Upstream::build(u.clone(), metrics.clone()).map(Arc::new))
             .collect::<Result<_>>()?;
         let default = config
             .default_upstream
@@ -60,6 +61,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     client: HttpClient,
     tokens: TokenCache,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -93,7 +95,7 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig> {
 }
 
 impl Upstream {
-    fn build(config: UpstreamConfig) -> Result<Upstream> {
+    fn build(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -112,11 +114,17 @@ impl Upstream {
             config,
             client,
             tokens: TokenCache::default(),
+            metrics,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Counts bytes received from this upstream (the egress the cache is there to save).
+    pub fn count_bytes(&self, n: usize) {
+        self.metrics.upstream_bytes.add(&[("upstream", self.name())], n as u64);
     }
 
     /// Sends `method` to `path` (`/v2/…`), authenticating for pull access to `repo` and
@@ -280,7 +288,12 @@ impl Upstream {
             req = req.header(header::AUTHORIZATION, a);
         }
         let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
-        match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await;
+        self.metrics
+            .upstream_latency
+            .observe(&[("upstream", self.name())], started.elapsed());
+        match answer {
             Err(_) => Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
             Ok(Err(e)) => Err(self.unavailable(&e)),
             Ok(Ok(r)) => Ok(r),

@@ -8,6 +8,7 @@ mod blobs;
 mod cli;
 mod lists;
 mod manifests;
+mod metrics;
 mod offline;
 mod policy;
 mod requests;

@@ -1,0 +1,46 @@
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (the index
+//! answers): on the main listener, or on `metrics_listen` when the config names one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+
+use super::body::Body;
+use crate::app::App;
+use crate::error::{Error, Result};
+
+pub const PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+pub async fn handle(app: &Arc<App>, path: &str) -> Result<Response<Body>> {
+    let (status, content_type, text) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            app.cache.render_metrics(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => match app.cache.store.index.blob(&crate::oci::Digest::sha256_of(b"readyz")) {
+            Ok(_) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("index unavailable: {e}\n"),
+            ),
+        },
+        _ => return Err(Error::NameUnknown(format!("no such endpoint: {path}"))),
+    };
+    let mut resp = Response::new(Body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(resp)
+}
+
+/// The service on `metrics_listen`: these three paths and nothing else.
+pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Result<Response<Body>, Infallible> {
+    Ok(match handle(&app, req.uri().path()).await {
+        Ok(r) => r,
+        Err(e) => e.to_response(false),
+    })
+}
