@@ -1,7 +1,9 @@
-//! Wiring: a validated config becomes a store, an upstream table and a cache.
+//! Wiring: a validated config becomes a store, an upstream table, a cache and the access
+//! rules for clients.
 
 use std::sync::Arc;
 
+use crate::access::Access;
 use crate::cache::{Cache, Settings};
 use crate::config::Config;
 use crate::error::Result;
@@ -11,6 +13,7 @@ use crate::upstream::Upstreams;
 
 pub struct App {
     pub config: Config,
+    pub access: Access,
     pub upstreams: Upstreams,
     pub cache: Arc<Cache>,
 }
@@ -21,8 +24,10 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Upstreams::build(&config, metrics.clone())?;
         let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config), metrics));
+        let access = Access::new(config.auth.clone());
         Ok(Arc::new(App {
             config,
+            access,
             upstreams,
             cache,
         }))

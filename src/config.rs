@@ -1,6 +1,7 @@
 //! The configuration file: its TOML schema, defaults, and validation into the runtime
 //! types the rest of the crate uses. Every problem names the key it comes from.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,10 +53,44 @@ struct RawConfig {
     policy: Vec<toml::Value>,
     #[serde(default)]
     retention: Vec<toml::Value>,
+    auth: Option<RawAuth>,
     max_cache_bytes: Option<String>,
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
     sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    anonymous: Option<bool>,
+    htpasswd: Option<PathBuf>,
+    realm: Option<String>,
+    #[serde(default)]
+    token: Vec<RawToken>,
+    #[serde(default)]
+    groups: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    grant: Vec<RawGrant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    user: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    repositories: Globs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +147,42 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub policy: PolicyConfig,
     pub retention: RetentionConfig,
+    /// Client access control; `None`: everyone reads everything.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Who may pull what (`[auth]`).
+#[derive(Clone)]
+pub struct AuthConfig {
+    pub anonymous: bool,
+    pub realm: String,
+    /// User → bcrypt hash, from the htpasswd file.
+    pub users: HashMap<String, String>,
+    /// (user, token) for static bearer tokens.
+    pub tokens: Vec<(String, String)>,
+    pub groups: HashMap<String, Vec<String>>,
+    pub grants: Vec<Grant>,
+}
+
+// Hand-written so that hashes and tokens never reach a log line.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("anonymous", &self.anonymous)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("tokens", &self.tokens.iter().map(|(u, _)| u).collect::<Vec<_>>())
+            .field("grants", &self.grants)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// User names; `*` is any authenticated user, `anonymous` the unauthenticated.
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// `<upstream>/<repository>` globs.
+    pub repositories: Globs,
 }
 
 /// What may enter the cache.
@@ -258,6 +329,7 @@ impl RawConfig {
                     .collect::<Result<_, _>>()?,
                 blobs_require_manifest: self.blobs_require_manifest,
             },
+            auth: self.auth.map(RawAuth::validate).transpose()?,
             retention: RetentionConfig {
                 classes: self
                     .retention
@@ -268,6 +340,77 @@ impl RawConfig {
                 limits: limits(self.max_cache_bytes, self.high_watermark, self.low_watermark)?,
                 sweep_interval: duration("sweep_interval", self.sweep_interval, "10m")?,
             },
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<AuthConfig, ConfigError> {
+        let mut users = HashMap::new();
+        if let Some(path) = &self.htpasswd {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| bad("auth.htpasswd", format!("{}: {e}", path.display())))?;
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+            {
+                let (user, hash) = line
+                    .trim()
+                    .split_once(':')
+                    .ok_or_else(|| bad("auth.htpasswd", format!("line {}: not user:hash", n + 1)))?;
+                if !["$2a$", "$2b$", "$2x$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+                    return Err(bad(
+                        "auth.htpasswd",
+                        format!("line {} ({user}): only bcrypt hashes are accepted (htpasswd -B)", n + 1),
+                    ));
+                }
+                users.insert(user.to_owned(), hash.to_owned());
+            }
+        }
+        let mut tokens = Vec::new();
+        for (i, t) in self.token.into_iter().enumerate() {
+            let at = format!("auth.token[{i}]");
+            let token = secret(&at, "token", t.token, t.token_env, t.token_file)?
+                .ok_or_else(|| bad(&at, "needs one of token, token_env, token_file"))?;
+            if token.len() < 16 {
+                return Err(bad(format!("{at}.token"), "a token must be at least 16 characters"));
+            }
+            tokens.push((t.user, token));
+        }
+        for (i, g) in self.grant.iter().enumerate() {
+            if g.users.is_empty() && g.groups.is_empty() {
+                return Err(bad(
+                    format!("auth.grant[{i}]"),
+                    "grants to nobody: give users or groups",
+                ));
+            }
+            if let Some(missing) = g.groups.iter().find(|name| !self.groups.contains_key(*name)) {
+                return Err(bad(
+                    format!("auth.grant[{i}].groups"),
+                    format!("group {missing:?} is not defined in [auth.groups]"),
+                ));
+            }
+            check_globs(
+                &format!("auth.grant[{i}]"),
+                &[("repositories", &Some(g.repositories.clone()))],
+            )?;
+        }
+        Ok(AuthConfig {
+            anonymous: self.anonymous.unwrap_or(false),
+            realm: self.realm.unwrap_or_else(|| "entrepot".into()),
+            users,
+            tokens,
+            groups: self.groups,
+            grants: self
+                .grant
+                .into_iter()
+                .map(|g| Grant {
+                    users: g.users,
+                    groups: g.groups,
+                    repositories: g.repositories,
+                })
+                .collect(),
         })
     }
 }
@@ -428,7 +571,7 @@ impl RawUpstream {
         aliases.retain(|a| *a != name);
         aliases.sort();
         aliases.dedup();
-        let password = password(at, self.password, self.password_env, self.password_file)?;
+        let password = secret(at, "password", self.password, self.password_env, self.password_file)?;
         let credentials = match (self.username, password) {
             (Some(username), Some(password)) => Some(Credentials { username, password }),
             (None, None) => None,
@@ -469,8 +612,11 @@ impl UpstreamConfig {
     }
 }
 
-fn password(
+/// A secret given inline, by environment variable or by file: `<field>`, `<field>_env`,
+/// `<field>_file`, at most one of them.
+fn secret(
     at: &str,
+    field: &str,
     inline: Option<String>,
     env: Option<String>,
     file: Option<PathBuf>,
@@ -480,16 +626,16 @@ fn password(
         (Some(p), None, None) => Ok(Some(p)),
         (None, Some(var), None) => std::env::var(&var).map(Some).map_err(|_| {
             bad(
-                format!("{at}.password_env"),
+                format!("{at}.{field}_env"),
                 format!("environment variable {var:?} is not set"),
             )
         }),
         (None, None, Some(path)) => std::fs::read_to_string(&path)
             .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| bad(format!("{at}.password_file"), format!("{}: {e}", path.display()))),
+            .map_err(|e| bad(format!("{at}.{field}_file"), format!("{}: {e}", path.display()))),
         _ => Err(bad(
-            format!("{at}.password"),
-            "set only one of password, password_env, password_file",
+            format!("{at}.{field}"),
+            format!("set only one of {field}, {field}_env, {field}_file"),
         )),
     }
 }

@@ -26,6 +26,9 @@ pub enum Error {
     DigestInvalid(String),
     #[error("authentication required: {0}")]
     Unauthorized(String),
+    /// A client of entrepot's own must authenticate: answered with a Basic challenge.
+    #[error("authentication required")]
+    AuthRequired { realm: String },
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
     #[error("the operation is unsupported: {0}")]
@@ -73,7 +76,7 @@ impl Error {
         match self {
             Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => StatusCode::NOT_FOUND,
             Error::NameInvalid(_) | Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized(_) | Error::AuthRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -92,7 +95,7 @@ impl Error {
             Error::NameUnknown(_) => "NAME_UNKNOWN",
             Error::NameInvalid(_) => "NAME_INVALID",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
-            Error::Unauthorized(_) => "UNAUTHORIZED",
+            Error::Unauthorized(_) | Error::AuthRequired { .. } => "UNAUTHORIZED",
             Error::Denied(_) => "DENIED",
             Error::Unsupported(_) => "UNSUPPORTED",
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
@@ -133,6 +136,10 @@ impl Error {
             Error::RangeNotSatisfiable { size } => {
                 builder = builder.header(header::CONTENT_RANGE, format!("bytes */{size}"));
             }
+            Error::AuthRequired { realm } => {
+                let realm = realm.replace('"', "");
+                builder = builder.header(header::WWW_AUTHENTICATE, format!("Basic realm=\"{realm}\""));
+            }
             Error::UpstreamUnavailable { .. } => {
                 builder = builder.header(header::RETRY_AFTER, "30");
             }
@@ -163,6 +170,7 @@ mod tests {
             (Error::NameInvalid("x".into()), 400, "NAME_INVALID"),
             (Error::DigestInvalid("x".into()), 400, "DIGEST_INVALID"),
             (Error::Unauthorized("x".into()), 401, "UNAUTHORIZED"),
+            (Error::AuthRequired { realm: "r".into() }, 401, "UNAUTHORIZED"),
             (Error::Denied("x".into()), 403, "DENIED"),
             (Error::Unsupported("x".into()), 405, "UNSUPPORTED"),
             (

@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use super::body::Body;
 use super::headers::OCI_FILTERS_APPLIED;
 use super::{json_response, query_param, set_outcome};
+use crate::access::Identity;
 use crate::app::App;
 use crate::cache::Target;
 use crate::error::{Error, Result};
@@ -45,8 +46,9 @@ pub async fn tags(
 /// `GET /v2/_catalog`: the repositories this cache holds, as `<upstream>/<repository>` (the
 /// path-prefix form, which routes back here). Always answered from the cache: it is what
 /// an air-gapped site can offer, and most upstreams do not serve a catalog anyway.
-pub async fn catalog(app: &Arc<App>, query: Option<&str>, head: bool) -> Result<Response<Body>> {
-    let repositories = app.cache.catalog().await?;
+pub async fn catalog(app: &Arc<App>, who: &Identity, query: Option<&str>, head: bool) -> Result<Response<Body>> {
+    let mut repositories = app.cache.catalog().await?;
+    repositories.retain(|r| app.access.authorize(who, r).is_ok());
     let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
     let last = query_param(query, "last");
     let (page, more) = paginate(&repositories, last.as_deref(), n);

@@ -113,6 +113,9 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
         )));
     }
     let route = route::parse(path)?;
+    let who = app
+        .access
+        .authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
     let span = tracing::Span::current();
     span.record("route", route.label());
     if route.endpoint == Endpoint::Upload {
@@ -124,11 +127,13 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
         return Ok(json_response(StatusCode::OK, "{}".into(), req.method() == Method::HEAD));
     }
     if route.endpoint == Endpoint::Catalog {
-        return lists::catalog(app, req.uri().query(), req.method() == Method::HEAD).await;
+        return lists::catalog(app, &who, req.uri().query(), req.method() == Method::HEAD).await;
     }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
     let target = target::resolve(&app.upstreams, &route.name, ns.as_deref())?;
+    app.access
+        .authorize(&who, &format!("{}/{}", target.upstream.name(), target.repo))?;
     span.record("upstream", target.upstream.name());
     span.record("repo", target.repo.as_str());
     let head = req.method() == Method::HEAD;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod airgap;
 mod blobs;
 mod cli;
