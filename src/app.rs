@@ -8,6 +8,7 @@ use crate::cache::{Cache, Settings};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::server::tls::Tls;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -16,6 +17,8 @@ pub struct App {
     pub access: Access,
     pub upstreams: Upstreams,
     pub cache: Arc<Cache>,
+    /// The listener's TLS, when configured.
+    pub tls: Option<Tls>,
 }
 
 impl App {
@@ -25,11 +28,13 @@ impl App {
         let upstreams = Upstreams::build(&config, metrics.clone())?;
         let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config), metrics));
         let access = Access::new(config.auth.clone());
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         Ok(Arc::new(App {
             config,
             access,
             upstreams,
             cache,
+            tls,
         }))
     }
 }

@@ -54,10 +54,22 @@ struct RawConfig {
     #[serde(default)]
     retention: Vec<toml::Value>,
     auth: Option<RawAuth>,
+    tls: Option<RawTls>,
+    header_read_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    max_connections: Option<usize>,
     max_cache_bytes: Option<String>,
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
     sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +161,23 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Client access control; `None`: everyone reads everything.
     pub auth: Option<AuthConfig>,
+    /// TLS on `listen`; `None`: plain HTTP (and h2c).
+    pub tls: Option<TlsConfig>,
+    /// How long a client may take to send its request headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// How long a SIGTERM waits for transfers in progress before closing them.
+    pub shutdown_grace: Duration,
+    /// Client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+/// PEM files for the listener's TLS.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates are required and checked against this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Who may pull what (`[auth]`).
@@ -330,6 +359,14 @@ impl RawConfig {
                 blobs_require_manifest: self.blobs_require_manifest,
             },
             auth: self.auth.map(RawAuth::validate).transpose()?,
+            tls: self.tls.map(RawTls::validate).transpose()?,
+            header_read_timeout: duration("header_read_timeout", self.header_read_timeout, "30s")?,
+            shutdown_grace: duration("shutdown_grace", self.shutdown_grace, "30s")?,
+            max_connections: match self.max_connections {
+                Some(0) => return Err(bad("max_connections", "must be at least 1")),
+                Some(n) => n,
+                None => 10_000,
+            },
             retention: RetentionConfig {
                 classes: self
                     .retention
@@ -340,6 +377,25 @@ impl RawConfig {
                 limits: limits(self.max_cache_bytes, self.high_watermark, self.low_watermark)?,
                 sweep_interval: duration("sweep_interval", self.sweep_interval, "10m")?,
             },
+        })
+    }
+}
+
+impl RawTls {
+    fn validate(self) -> Result<TlsConfig, ConfigError> {
+        for (key, path) in [
+            ("tls.cert", Some(&self.cert)),
+            ("tls.key", Some(&self.key)),
+            ("tls.client_ca", self.client_ca.as_ref()),
+        ] {
+            if let Some(p) = path {
+                std::fs::File::open(p).map_err(|e| bad(key, format!("{}: {e}", p.display())))?;
+            }
+        }
+        Ok(TlsConfig {
+            cert: self.cert,
+            key: self.key,
+            client_ca: self.client_ca,
         })
     }
 }

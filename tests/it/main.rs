@@ -15,4 +15,5 @@ mod policy;
 mod requests;
 mod retention;
 mod routing;
+mod tls;
 mod upstream_auth;

@@ -1,0 +1,180 @@
+//! The listener: HTTP/1.1 and HTTP/2 on one port (h2c in the clear, ALPN under TLS), a
+//! header-read timeout against slow clients, a cap on open connections, certificates
+//! reloaded on SIGHUP, and a graceful shutdown that lets transfers finish for a while.
+
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+
+const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` completes, then drains connections for up to `shutdown_grace`
+/// and flushes the index.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(app.config.max_connections));
+    let background = [
+        tokio::spawn(flush_periodically(app.clone())),
+        tokio::spawn(sweep_periodically(app.clone())),
+        tokio::spawn(reload_on_sighup(app.clone())),
+        tokio::spawn(serve_ops(app.clone())),
+    ];
+    tokio::pin!(shutdown);
+    loop {
+        // At the connection cap, stop accepting until one closes: the kernel's backlog waits.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match app.tls.as_ref().map(|t| t.acceptor()) {
+                None => serve_connection(app, builder, watcher, peer, stream).await,
+                Some(acceptor) => {
+                    let timeout = app.config.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(app, builder, watcher, peer, tls).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    tracing::info!("shutting down: draining connections");
+    drop(listener);
+    let grace = app.config.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {grace:?}; closing them");
+    }
+    for task in background {
+        task.abort();
+    }
+    app.cache.flush().await;
+}
+
+async fn serve_connection<IO>(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    peer: SocketAddr,
+    io: IO,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// SIGHUP reads the TLS certificate, key and client CA again.
+async fn reload_on_sighup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        let Some(tls) = app.tls.as_ref() else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
+}
+
+/// `/metrics`, `/healthz`, `/readyz` on their own listener, when `metrics_listen` is set.
+async fn serve_ops(app: Arc<App>) {
+    let Some(addr) = app.config.metrics_listen else { return };
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for metrics");
+            return;
+        }
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| crate::http::ops::serve_only(app.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Retention runs every `sweep_interval`, and sooner when a fill is about to cross the high
+/// watermark. Offline, nothing is evicted unless an operator asks (`entrepot gc`).
+async fn sweep_periodically(app: Arc<App>) {
+    let cache = &app.cache;
+    if !cache.retention_configured() {
+        return;
+    }
+    let every = cache.settings.retention.sweep_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cache.sweep_now.notified() => {}
+        }
+        if cache.settings.offline {
+            continue;
+        }
+        if let Err(e) = cache.sweep(false).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+    }
+}
+
+async fn flush_periodically(app: Arc<App>) {
+    let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        app.cache.flush().await;
+    }
+}
