@@ -136,6 +136,7 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
     idle_timeout: Option<String>,
+    max_concurrent_fetches: Option<usize>,
 }
 
 /// The validated configuration.
@@ -248,6 +249,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Time allowed between two chunks of a body.
     pub idle_timeout: Duration,
+    /// Blob downloads from this upstream at once; more wait their turn.
+    pub max_concurrent_fetches: usize,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -657,6 +660,11 @@ impl RawUpstream {
             connect_timeout: duration(&format!("{at}.connect_timeout"), self.connect_timeout, "10s")?,
             response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "60s")?,
             idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "60s")?,
+            max_concurrent_fetches: match self.max_concurrent_fetches {
+                Some(0) => return Err(bad(format!("{at}.max_concurrent_fetches"), "must be at least 1")),
+                Some(n) => n,
+                None => 32,
+            },
         })
     }
 }

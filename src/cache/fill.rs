@@ -171,6 +171,7 @@ impl Cache {
 
     async fn run_fill(self: Arc<Self>, fill: Arc<Fill>, up: Arc<Upstream>) -> Result<u64> {
         let path = format!("/v2/{}/blobs/{}", fill.repo, fill.digest);
+        let _turn = up.fetch_permit().await;
         let resp = up.send(Method::GET, &path, None, &fill.repo).await?;
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
@@ -202,7 +203,9 @@ impl Cache {
             let algorithm = fill.digest.algorithm();
             move || hash_chunks(algorithm, rx)
         });
-        let read = read_upstream(resp.into_body(), [to_writer, to_hasher], total, &up).await;
+        let stages = [to_writer, to_hasher];
+        let read = read_resuming(resp.into_body(), &stages, total, &up, &path, &fill.repo).await;
+        drop(stages);
         let written = writer.await.map_err(Error::internal)?;
         let actual = hasher.await.map_err(Error::internal)?;
         let ingest = match (read, written) {
@@ -278,61 +281,128 @@ fn hash_chunks(algorithm: Algorithm, mut rx: mpsc::Receiver<Bytes>) -> Digest {
     hasher.finish()
 }
 
+/// How many times a dropped download is resumed before the fill gives up.
+const MAX_RESUMES: u32 = 3;
+
+/// Reads the whole body, resuming with a `Range` request from the byte reached when the
+/// connection drops or stalls (up to `MAX_RESUMES` times, backing off), so that a long
+/// download is not restarted from zero. Needs the length to know the download is short.
+async fn read_resuming(
+    mut body: Incoming,
+    stages: &[mpsc::Sender<Bytes>; 2],
+    total: Option<u64>,
+    up: &Upstream,
+    path: &str,
+    repo: &str,
+) -> Result<()> {
+    let mut seen = 0u64;
+    let mut resumes = 0;
+    loop {
+        let error = match read_upstream(body, stages, total, up, &mut seen).await {
+            Ok(()) => return Ok(()),
+            Err(Interrupted::Fatal(e)) => return Err(e),
+            Err(Interrupted::Resumable(e)) if total.is_none() || resumes == MAX_RESUMES => return Err(e),
+            Err(Interrupted::Resumable(e)) => e,
+        };
+        resumes += 1;
+        tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(resumes - 1)).await;
+        tracing::warn!(upstream = %up.name(), path, from = seen, error = %error, "blob download interrupted; resuming");
+        let resp = up.send_range(Method::GET, path, None, repo, Some(seen)).await?;
+        let starts_at_seen = header_str(resp.headers(), header::CONTENT_RANGE)
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| r.split('-').next())
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(seen);
+        if resp.status() != http::StatusCode::PARTIAL_CONTENT || !starts_at_seen {
+            return Err(up.bad(format!(
+                "could not resume at byte {seen} (answered {}) after: {error}",
+                resp.status()
+            )));
+        }
+        body = resp.into_body();
+    }
+}
+
+enum Interrupted {
+    /// The connection dropped or stalled: the rest can be asked for.
+    Resumable(Error),
+    /// The content is wrong, or the fill itself failed.
+    Fatal(Error),
+}
+
 /// Hands a chunk to every stage (a `Bytes` clone shares the buffer).
-async fn pass(stages: &[mpsc::Sender<Bytes>; 2], chunk: Bytes) -> Result<()> {
+async fn pass(stages: &[mpsc::Sender<Bytes>; 2], chunk: Bytes) -> Result<(), Interrupted> {
     for stage in stages {
         stage
             .send(chunk.clone())
             .await
-            .map_err(|_| Error::internal("blob writer stopped"))?;
+            .map_err(|_| Interrupted::Fatal(Error::internal("blob writer stopped")))?;
     }
     Ok(())
 }
 
 /// The network side of a fill: gathers the upstream's frames into chunks for the writer
 /// and the hasher. A slow upstream's bytes are passed on at least every `PUBLISH_EVERY`.
+/// `seen` counts the bytes passed on, across resumptions.
 async fn read_upstream(
     mut body: Incoming,
-    stages: [mpsc::Sender<Bytes>; 2],
+    stages: &[mpsc::Sender<Bytes>; 2],
     total: Option<u64>,
     up: &Upstream,
-) -> Result<()> {
+    seen: &mut u64,
+) -> Result<(), Interrupted> {
     let idle = up.config.idle_timeout;
     let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
-    let mut seen = 0u64;
     let mut pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
-    loop {
+    let result = loop {
         let frame = tokio::select! {
             frame = tokio::time::timeout(idle, body.frame()) => frame,
             _ = tokio::time::sleep_until(pass_at), if !buf.is_empty() => {
-                pass(&stages, buf.split().freeze()).await?;
+                let chunk = buf.split().freeze();
+                *seen += chunk.len() as u64;
+                pass(stages, chunk).await?;
                 continue;
             }
         };
         match frame {
-            Err(_) => return Err(up.timeout(format!("blob body idle for {idle:?}"))),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(up.bad(format!("blob body: {e}"))),
+            Err(_) => {
+                break Err(Interrupted::Resumable(
+                    up.timeout(format!("blob body idle for {idle:?}")),
+                ))
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(Interrupted::Resumable(up.bad(format!("blob body: {e}")))),
             Ok(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else { continue };
                 up.count_bytes(data.len());
-                seen += data.len() as u64;
-                if total.is_some_and(|t| seen > t) {
-                    return Err(up.bad(format!("blob body longer than its Content-Length {total:?}")));
+                if total.is_some_and(|t| *seen + (buf.len() + data.len()) as u64 > t) {
+                    return Err(Interrupted::Fatal(
+                        up.bad(format!("blob body longer than its Content-Length {total:?}")),
+                    ));
                 }
                 if buf.is_empty() {
                     pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
                 }
                 buf.extend_from_slice(&data);
                 if buf.len() >= WRITE_CHUNK {
-                    pass(&stages, buf.split().freeze()).await?;
+                    let chunk = buf.split().freeze();
+                    *seen += chunk.len() as u64;
+                    pass(stages, chunk).await?;
                     buf.reserve(WRITE_CHUNK);
                 }
             }
         }
-    }
+    };
+    // What arrived before an interruption is good: keep it, and resume after it.
     if !buf.is_empty() {
-        pass(&stages, buf.freeze()).await?;
+        let chunk = buf.freeze();
+        *seen += chunk.len() as u64;
+        pass(stages, chunk).await?;
     }
-    Ok(())
+    match (result, total) {
+        (Ok(()), Some(t)) if *seen < t => Err(Interrupted::Resumable(
+            up.bad(format!("blob body ended at {} of {t} bytes", *seen)),
+        )),
+        (r, _) => r,
+    }
 }

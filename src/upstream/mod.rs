@@ -62,6 +62,7 @@ pub struct Upstream {
     client: HttpClient,
     tokens: TokenCache,
     metrics: Arc<Metrics>,
+    fetches: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -111,6 +112,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Upstream {
+            fetches: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_fetches)),
             config,
             client,
             tokens: TokenCache::default(),
@@ -120,6 +122,15 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// A turn among the blob downloads this upstream allows at once.
+    pub async fn fetch_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.fetches
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Counts bytes received from this upstream (the egress the cache is there to save).
@@ -141,13 +152,56 @@ impl Upstream {
         accept: Option<&str>,
         repo: &str,
     ) -> Result<Response<Incoming>> {
+        self.send_range(method, path, accept, repo, None).await
+    }
+
+    /// `send`, asking for the bytes from `from` on when given (resuming a download).
+    /// Requests are idempotent (GET, HEAD): a 502, 503 or 504 is tried again twice, after
+    /// 100 ms and 300 ms. A refused connection is not: the upstream is down, and cached
+    /// content should answer without delay.
+    pub async fn send_range(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        repo: &str,
+        from: Option<u64>,
+    ) -> Result<Response<Incoming>> {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 0.. {
+            let resp = self.send_authenticated(&method, path, accept, repo, from).await?;
+            let transient = matches!(
+                resp.status(),
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            );
+            if !transient || attempt == 2 {
+                return Ok(resp);
+            }
+            tracing::debug!(upstream = %self.name(), path, status = %resp.status(), "retrying");
+            tokio::time::sleep(delay).await;
+            delay *= 3;
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn send_authenticated(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        repo: &str,
+        from: Option<u64>,
+    ) -> Result<Response<Incoming>> {
+        let method = method.clone();
         let scope = format!("repository:{repo}:pull");
         let mut uri = self.uri(path)?;
         let home = origin(&uri);
         let (mut hops, mut challenges) = (0, 0);
         loop {
             let authorization = self.authorization_for(&uri, &home, &scope).await?;
-            let resp = self.send_once(&method, &uri, accept, authorization.as_deref()).await?;
+            let resp = self
+                .send_once(&method, &uri, accept, authorization.as_deref(), from)
+                .await?;
             if is_redirect(&resp) {
                 hops += 1;
                 if hops > MAX_REDIRECTS {
@@ -234,7 +288,7 @@ impl Upstream {
         let resp = loop {
             let auth = basic.as_deref().filter(|_| origin(&uri) == realm_origin);
             let resp = self
-                .send_once(&Method::GET, &uri, Some("application/json"), auth)
+                .send_once(&Method::GET, &uri, Some("application/json"), auth, None)
                 .await?;
             if !is_redirect(&resp) || hops == MAX_REDIRECTS {
                 break resp;
@@ -276,6 +330,7 @@ impl Upstream {
         uri: &Uri,
         accept: Option<&str>,
         authorization: Option<&str>,
+        from: Option<u64>,
     ) -> Result<Response<Incoming>> {
         let mut req = Request::builder()
             .method(method.clone())
@@ -286,6 +341,9 @@ impl Upstream {
         }
         if let Some(a) = authorization {
             req = req.header(header::AUTHORIZATION, a);
+        }
+        if let Some(from) = from {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
         }
         let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
         let started = std::time::Instant::now();

@@ -236,21 +236,64 @@ async fn clients_streaming_a_blob_that_fails_verification_get_an_aborted_body() 
 }
 
 #[tokio::test]
-async fn a_dropped_upstream_connection_is_not_cached() {
+async fn a_download_that_keeps_dropping_fails_and_is_not_cached() {
     let (_dir, reg, proxy) = setup(Options::default()).await;
     let bytes = pattern(MIB, 8);
     let d = reg.put_blob(bytes.clone());
-    reg.fault(&d, Fault::DropAfter(300_000));
+    // Every attempt drops after 100 kB: the resumptions run out before the end.
+    reg.fault(&d, Fault::DropAfter(100_000));
     let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
     let cut = get(&url).await;
     assert!(
         cut.status == 502 || cut.body.is_err(),
         "a truncated blob must not end cleanly"
     );
+    assert_eq!(reg.count("GET", &d), 4, "the first attempt and three resumptions");
+    assert!(!proxy.app.cache.store.blobs.exists(&d.parse().unwrap()));
     reg.clear_faults();
     let good = get(&url).await;
     assert_eq!(good.cache(), "miss");
     assert_eq!(good.bytes().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn a_dropped_download_resumes_with_a_range_request() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(MIB, 13);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::Once(Box::new(Fault::DropAfter(300_000))));
+    let got = get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.bytes().as_ref(),
+        bytes.as_slice(),
+        "the client sees one clean, complete body"
+    );
+    let asked: Vec<_> = reg
+        .log()
+        .into_iter()
+        .filter(|l| l.path.contains(&d))
+        .map(|l| l.range)
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let resumed_at: u64 = asked[1]
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(resumed_at > 0 && resumed_at <= 300_000, "resumed at {resumed_at}");
+    assert!(proxy.app.cache.store.blobs.exists(&d.parse().unwrap()));
+}
+
+#[tokio::test]
+async fn a_transient_503_is_tried_again() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let d = reg.put_blob(pattern(1000, 14));
+    reg.fault(&d, Fault::Once(Box::new(Fault::Status(503, None))));
+    assert_eq!(get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await.status, 200);
+    assert_eq!(reg.count("GET", &d), 2);
 }
 
 #[tokio::test]

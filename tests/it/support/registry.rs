@@ -47,6 +47,8 @@ pub enum Fault {
     Gate(watch::Receiver<bool>),
     /// Never answer.
     Hang,
+    /// The inner fault, for the first matching request only.
+    Once(Box<Fault>),
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,7 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    pub range: Option<String>,
 }
 
 #[derive(Default)]
@@ -350,13 +353,15 @@ fn error(status: StatusCode, code: &str) -> Response<Body> {
 }
 
 fn fault_for(ctx: &Ctx, path: &str) -> Option<Fault> {
-    ctx.state
-        .lock()
-        .unwrap()
-        .faults
-        .iter()
-        .find(|(p, _)| path.contains(p.as_str()))
-        .map(|(_, f)| f.clone())
+    let mut s = ctx.state.lock().unwrap();
+    let i = s.faults.iter().position(|(p, _)| path.contains(p.as_str()))?;
+    match s.faults[i].1.clone() {
+        Fault::Once(inner) => {
+            s.faults.remove(i);
+            Some(*inner)
+        }
+        f => Some(f),
+    }
 }
 
 fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
@@ -366,6 +371,11 @@ fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
         authorization: req
             .headers()
             .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        range: req
+            .headers()
+            .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
@@ -547,9 +557,27 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                     .body(full(""))
                     .unwrap();
             }
-            let resp = Response::builder()
+            let mut resp = Response::builder()
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header("docker-content-digest", &reference);
+            // Open-ended ranges (`bytes=N-`), as a resuming client asks.
+            let from = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok());
+            let bytes = match from {
+                Some(n) if n < bytes.len() => {
+                    let range = format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len());
+                    resp = resp
+                        .status(StatusCode::PARTIAL_CONTENT)
+                        .header(header::CONTENT_RANGE, range);
+                    bytes.slice(n..)
+                }
+                _ => bytes,
+            };
             send(resp, bytes, head, fault)
         }
         "tags" => {
@@ -692,6 +720,8 @@ fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<F
         match fault {
             Some(Fault::DropAfter(n)) => {
                 let _ = tx.send(Ok(Frame::data(bytes.slice(..n.min(bytes.len()))))).await;
+                // Let the bytes reach the client before the connection drops.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let _ = tx.send(Err(std::io::Error::other("dropped"))).await;
             }
             Some(Fault::Corrupt) => {
