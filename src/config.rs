@@ -750,6 +750,19 @@ fn size(key: &str, value: Option<String>, default: &str) -> Result<u64, ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn config_parsing_never_panics(s in "(?s).{0,400}") {
+            let _ = Config::parse(&s);
+        }
+
+        #[test]
+        fn config_shaped_noise_never_panics(s in "(listen|tag_ttl|data_dir|max_cache_bytes|offline) = (\"[a-z0-9:.]{0,12}\"|[0-9]{1,5}|true)\n\\[\\[(upstream|policy|retention)\\]\\]\n(name|url|action|pin|max_idle) = (\"[a-z:/.0-9]{0,16}\"|true)\n") {
+            let _ = Config::parse(&s);
+        }
+    }
 
     const MINIMAL: &str = r#"
 listen = "127.0.0.1:5000"

@@ -78,6 +78,16 @@ pub fn evaluate(header: Option<&str>, size: u64) -> RangeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn satisfiable_ranges_lie_within_the_blob(spec in "bytes=[0-9]{0,6}-[0-9]{0,6}", size in 0u64..1_000_000) {
+            if let RangeRequest::Partial(r) = evaluate(Some(&spec), size) {
+                prop_assert!(r.start <= r.end && r.end < size, "{spec} on {size}: {r:?}");
+            }
+        }
+    }
 
     fn p(start: u64, end: u64) -> RangeRequest {
         RangeRequest::Partial(ByteRange { start, end })

@@ -95,6 +95,21 @@ fn not_found(path: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_any_path_never_panics(s in "/.{0,300}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn manifest_paths_give_back_name_and_reference(name in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,4}", tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}") {
+            let r = parse(&format!("/v2/{name}/manifests/{tag}")).unwrap();
+            prop_assert_eq!(r.name, name);
+            prop_assert_eq!(r.endpoint, Endpoint::Manifest(tag));
+        }
+    }
 
     fn r(path: &str) -> (String, Endpoint) {
         let r = parse(path).unwrap();

@@ -264,6 +264,25 @@ fn bad(what: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn reading_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut r = Reader::new(&bytes[..]);
+            for _ in 0..8 {
+                match r.next_entry() {
+                    Ok(Some(_)) => {
+                        let mut sink = Vec::new();
+                        if r.content().read_to_end(&mut sink).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
 
     #[test]
     fn round_trip() {

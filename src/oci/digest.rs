@@ -145,6 +145,22 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_round_trips(s in ".{0,200}") {
+            if let Ok(d) = s.parse::<Digest>() {
+                prop_assert_eq!(d.to_string(), s);
+            }
+        }
+
+        #[test]
+        fn valid_digests_parse(hex in "[0-9a-f]{64}") {
+            let s = format!("sha256:{hex}");
+            prop_assert_eq!(s.parse::<Digest>().unwrap().to_string(), s);
+        }
+    }
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

@@ -95,6 +95,19 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes, None);
+        }
+
+        #[test]
+        fn parsing_json_shaped_noise_never_panics(s in r#"\{("(mediaType|layers|manifests|config|subject|artifactType|digest|size)":("[a-z:0-9]{0,70}"|-?[0-9]{1,20}|\[\]|\{\}|null),?){0,6}\}"#) {
+            let _ = parse(s.as_bytes(), Some("application/vnd.oci.image.index.v1+json"));
+        }
+    }
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))

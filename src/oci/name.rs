@@ -58,6 +58,26 @@ pub fn split_reference(r: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn name_checks_never_panic(s in ".{0,300}") {
+            let _ = is_valid_name(&s);
+            let _ = is_valid_tag(&s);
+            let _ = split_reference(&s);
+        }
+
+        #[test]
+        fn names_of_the_grammar_are_accepted(s in "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}(/[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,2}){0,4}") {
+            prop_assert!(is_valid_name(&s), "{s:?}");
+        }
+
+        #[test]
+        fn tags_of_the_grammar_are_accepted(s in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}") {
+            prop_assert!(is_valid_tag(&s));
+        }
+    }
 
     #[test]
     fn names_follow_the_spec_grammar() {

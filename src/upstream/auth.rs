@@ -159,6 +159,21 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn challenge_parsing_never_panics(s in ".{0,400}") {
+            let _ = parse_challenge([s.as_str()]);
+        }
+
+        #[test]
+        fn bearer_challenges_keep_their_realm(realm in "https://[a-z]{1,10}\\.example/[a-z]{0,10}", scope in "repository:[a-z/]{1,20}:pull(,push)?") {
+            let header = format!(r#"Bearer realm="{realm}",service="s",scope="{scope}""#);
+            let parsed = parse_challenge([header.as_str()]);
+            prop_assert_eq!(parsed, Some(Challenge::Bearer { realm, service: Some("s".into()), scope: Some(scope) }));
+        }
+    }
 
     #[test]
     fn parses_docker_hub_challenge() {

@@ -7,6 +7,7 @@ mod access;
 mod airgap;
 mod blobs;
 mod cli;
+mod crash;
 mod lists;
 mod manifests;
 mod metrics;
