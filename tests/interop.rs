@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+#[path = "common/certs.rs"]
+mod certs;
+
 /// A process this test started; killed (by its own handle) when dropped.
 struct Proc {
     child: Child,
@@ -608,4 +611,65 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         .arg("--raw")
         .arg(format!("oci-archive:{}:v7", skopeo_archive.display())));
     assert_eq!(via_c, in_archive);
+}
+
+#[test]
+fn skopeo_pulls_over_tls_with_a_ca_the_test_makes() {
+    if !tools_present(&["docker-registry", "skopeo", "openssl", "tar", "gzip"]) {
+        return;
+    }
+    let w = world();
+    let pki = w.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    certs::make_ca(&pki, "ca");
+    certs::make_cert(&pki, "ca", "server", "serverAuth");
+    // skopeo reads every *.crt of a directory as a CA.
+    let trust = w.dir.join("trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    std::fs::copy(pki.join("ca.crt"), trust.join("ca.crt")).unwrap();
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = w.dir.join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
+            w.dir.join("tls-data").display(),
+            pki.join("server.crt").display(),
+            pki.join("server.key").display(),
+            w.registry_addr
+        ),
+    )
+    .unwrap();
+    let server = Proc::start(
+        "entrepot (TLS)",
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["serve", "--config"])
+            .arg(&config),
+        w.dir.join("tls.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let direct = w.dir.join("direct");
+    skopeo_to_dir(&format!("{}/interop/oci:v1", w.registry_addr), &direct, false);
+    let over_tls = w.dir.join("over-tls");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-cert-dir"])
+        .arg(&trust)
+        .arg(format!("docker://{addr}/interop/oci:v1"))
+        .arg(format!("dir:{}", over_tls.display())));
+    assert!(
+        dir_contents(&over_tls) == dir_contents(&direct),
+        "content over TLS differs\n{}",
+        server.log_text()
+    );
+    // Without the CA, skopeo refuses the certificate.
+    let untrusted = Command::new("skopeo")
+        .args(["inspect", &format!("docker://{addr}/interop/oci:v1")])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
 }
