@@ -672,4 +672,34 @@ fn skopeo_pulls_over_tls_with_a_ca_the_test_makes() {
         .output()
         .unwrap();
     assert!(!untrusted.status.success());
+
+    // New certificate files from another CA, and SIGHUP: new connections get them.
+    certs::make_ca(&pki, "ca2");
+    certs::make_cert(&pki, "ca2", "server", "serverAuth");
+    let trust2 = w.dir.join("trust2");
+    std::fs::create_dir_all(&trust2).unwrap();
+    std::fs::copy(pki.join("ca2.crt"), trust2.join("ca2.crt")).unwrap();
+    run(Command::new("kill").args(["-HUP", &server.child.id().to_string()]));
+    let inspect = |trust: &Path| {
+        let target = format!("docker://{addr}/interop/oci:v1");
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg("--cert-dir")
+            .arg(trust)
+            .arg(target)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !inspect(&trust2) {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded certificate is never served\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!inspect(&trust), "the old certificate is gone");
 }
