@@ -1,7 +1,8 @@
 //! The `entrepot` binary itself: configuration errors and signals.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use crate::support::free_port;
 
 fn entrepot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_entrepot"))
@@ -47,11 +48,7 @@ fn a_bad_config_exits_2_naming_the_key() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
@@ -73,11 +70,7 @@ fn sigterm_stops_the_server_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "entrepot did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for_port(port);
     assert!(dir.path().join("data/index").exists());
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::Digest as _;
 
@@ -19,11 +19,7 @@ fn start(config: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "entrepot did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_port(port);
     child
 }
 
@@ -66,11 +62,7 @@ async fn sigkill_under_cold_pulls_leaves_a_store_that_restarts_clean() {
     for (d, _) in &blobs {
         reg.fault(d, Fault::Slow(32 * 1024, Duration::from_millis(4)));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let data = dir.path().join("data");
     let config = dir.path().join("entrepot.toml");
     std::fs::write(

@@ -87,11 +87,7 @@ async fn metrics_count_a_known_sequence_of_pulls() {
 async fn metrics_listen_moves_the_operator_paths_off_the_main_listener() {
     let dir = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let proxy = TestProxy::in_front_of(
         dir.path(),
         &reg,

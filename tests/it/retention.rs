@@ -216,11 +216,7 @@ fn gc_stats_and_policy_check_commands_work_on_a_stopped_cache() {
     let dir = tempfile::tempdir().unwrap();
     let reg = rt.block_on(TestRegistry::start());
     let (d, _, _) = reg.put_image("team/app", "v1", &[1000], 2);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,

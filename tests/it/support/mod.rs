@@ -140,6 +140,24 @@ pub async fn pull(proxy: &TestProxy, repo: &str, tag: &str) -> serde_json::Value
     v
 }
 
+/// A loopback port free right now (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (30 s at most) until something listens on the loopback port.
+pub fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{extra}\n")
 }
