@@ -68,7 +68,11 @@ impl Cache {
         class: AcceptClass,
     ) -> Result<ManifestAnswer> {
         self.precheck(t, Some(tag), None)?;
-        let answer = self.resolve_tag_once(t, tag, class).await?;
+        // A fresh tag is a hit: no flight, no task, just two index reads.
+        let answer = match self.fresh_tag(t, tag, class)? {
+            Some(m) => ManifestAnswer::new(m, Outcome::Hit),
+            None => self.resolve_tag_once(t, tag, class).await?,
+        };
         self.admit_manifest(t, Some(tag), &answer.manifest).await?;
         Ok(answer)
     }
@@ -180,6 +184,24 @@ impl Cache {
             Err(e) if e.is_upstream_failure() => self.serve_stale(t, tag, record, cached, e),
             Err(e) => Err(e),
         }
+    }
+
+    /// The manifest a tag resolves to, if resolved for this class within `tag_ttl` (or at
+    /// all, offline) and cached.
+    fn fresh_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Manifest>> {
+        let Some(record) = self.store.index.tag(t.upstream.name(), &t.repo, tag, &class.key())? else {
+            return Ok(None);
+        };
+        let fresh = self.settings.offline
+            || now_ms().saturating_sub(record.validated_at) < self.settings.tag_ttl.as_millis() as u64;
+        if !fresh {
+            return Ok(None);
+        }
+        let m = self.cached_manifest(&record.digest)?;
+        if let Some(m) = &m {
+            self.store.index.touch(&m.digest);
+        }
+        Ok(m)
     }
 
     /// The record's manifest, if there is a record and its manifest is cached.

@@ -116,24 +116,45 @@ impl Blobs {
 
     /// Every committed blob with its size. Files whose name is not a digest are skipped.
     pub fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
-        let mut out = Vec::new();
+        let mut dirs = Vec::new();
         for alg in read_dir_or_empty(&self.blobs_dir)? {
             let alg = alg?;
             let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
             for prefix in read_dir_or_empty(&alg.path())? {
-                for file in read_dir_or_empty(&prefix?.path())? {
-                    let file = file?;
-                    let name = file.file_name();
-                    let Some(hex) = name.to_str() else { continue };
-                    if let Ok(d) = format!("{alg_name}:{hex}").parse::<Digest>() {
-                        out.push((d, file.metadata()?.len()));
-                    }
-                }
+                dirs.push((alg_name.clone(), prefix?.path()));
             }
         }
-        Ok(out)
+        // The 256 prefix directories are read by a few threads: a walk is mostly waiting on
+        // the file system, and start-up time is what an operator waits on.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> io::Result<Vec<(Digest, u64)>> {
+                        let mut out = Vec::new();
+                        while let Some((alg, dir)) = dirs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            for file in read_dir_or_empty(dir)? {
+                                let file = file?;
+                                let name = file.file_name();
+                                let Some(hex) = name.to_str() else { continue };
+                                if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                                    out.push((d, file.metadata()?.len()));
+                                }
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().map_err(|_| io::Error::other("a blob walker panicked"))??);
+            }
+            Ok(all)
+        })
     }
 }
 

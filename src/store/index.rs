@@ -190,13 +190,18 @@ impl Index {
         Ok(())
     }
 
-    /// Every blob key, for reconciliation with the files.
-    pub fn blob_digests(&self) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for kv in self.blobs.iter().keys() {
-            let k = kv?;
+    /// Every blob's recorded size, in one scan, for reconciliation with the files.
+    pub fn blob_sizes(&self) -> Result<HashMap<Digest, u64>> {
+        /// Only the size is read: the rest of the record need not be decoded.
+        #[derive(Deserialize)]
+        struct Size {
+            size: u64,
+        }
+        let mut out = HashMap::new();
+        for kv in self.blobs.iter() {
+            let (k, v) = kv?;
             if let Some(d) = std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()) {
-                out.push(d);
+                out.insert(d, serde_json::from_slice::<Size>(&v)?.size);
             }
         }
         Ok(out)
@@ -481,7 +486,7 @@ mod tests {
         idx.touch(&d);
         idx.flush_access().unwrap();
         assert_eq!(idx.blob(&d).unwrap().unwrap().hits, 2);
-        assert_eq!(idx.blob_digests().unwrap(), vec![d.clone()]);
+        assert_eq!(idx.blob_sizes().unwrap(), HashMap::from([(d.clone(), 1)]));
 
         let t = TagRecord {
             digest: d.clone(),

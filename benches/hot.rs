@@ -1,0 +1,117 @@
+//! Micro-benchmarks of the hot functions (criterion):
+//! digest hashing throughput, the sled index with a million records (get, put, full scan),
+//! reference parsing and routing, manifest parsing.
+//!
+//! ```sh
+//! cargo bench --bench hot
+//! ```
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use entrepot::oci::digest::{Algorithm, Hasher};
+use entrepot::oci::{manifest, Digest};
+use entrepot::store::index::{BlobRecord, Index};
+
+fn hashing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sha256");
+    for size in [64 << 10, 1 << 20, 4 << 20] {
+        let data = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, data| {
+            b.iter(|| {
+                let mut h = Hasher::new(Algorithm::Sha256);
+                h.update(black_box(data));
+                h.finish()
+            })
+        });
+    }
+    group.finish();
+}
+
+const RECORDS: u64 = 1_000_000;
+
+fn record(i: u64) -> BlobRecord {
+    BlobRecord {
+        size: i,
+        media_type: None,
+        cached_at: i,
+        last_access: i,
+        hits: 0,
+        upstream: "docker.io".into(),
+    }
+}
+
+fn index(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("index")).unwrap();
+    let digests: Vec<Digest> = (0..RECORDS).map(|i| Digest::sha256_of(&i.to_le_bytes())).collect();
+    for (i, d) in digests.iter().enumerate() {
+        idx.put_blob(d, &record(i as u64)).unwrap();
+    }
+    let mut group = c.benchmark_group("index_1M");
+    let mut i = 0usize;
+    group.bench_function("get", |b| {
+        b.iter(|| {
+            i = (i + 7919) % digests.len();
+            idx.blob(black_box(&digests[i])).unwrap()
+        })
+    });
+    let mut j = 0u64;
+    group.bench_function("put", |b| {
+        b.iter(|| {
+            j += 1;
+            idx.put_blob(&digests[(j % RECORDS) as usize], &record(j)).unwrap()
+        })
+    });
+    group.sample_size(10);
+    group.bench_function("scan_sizes", |b| b.iter(|| idx.blob_sizes().unwrap().len()));
+    group.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let config = entrepot::Config::parse(
+        "default_upstream = \"docker.io\"\n[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n[[upstream]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n",
+    )
+    .unwrap();
+    let upstreams = entrepot::upstream::Upstreams::build(&config, Default::default()).unwrap();
+    let path = "/v2/ghcr.io/org/team/app/manifests/v1.2.3";
+    c.bench_function("route_and_resolve", |b| {
+        b.iter(|| {
+            let route = entrepot::http::route::parse(black_box(path)).unwrap();
+            entrepot::http::target::resolve(&upstreams, &route.name, None)
+                .unwrap()
+                .repo
+                .len()
+        })
+    });
+    c.bench_function("name_grammar", |b| {
+        b.iter(|| entrepot::oci::name::is_valid_name(black_box("org/team/some-app_name.v2")))
+    });
+}
+
+fn manifests(c: &mut Criterion) {
+    let children: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1234,"platform":{{"os":"linux","architecture":"arch{i}"}}}}"#,
+                Digest::sha256_of(&[i])
+            )
+        })
+        .collect();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        children.join(",")
+    );
+    c.bench_function("parse_index_10", |b| {
+        b.iter(|| {
+            manifest::parse(black_box(index.as_bytes()), None)
+                .unwrap()
+                .manifests
+                .len()
+        })
+    });
+}
+
+criterion_group!(benches, hashing, index, routing, manifests);
+criterion_main!(benches);
