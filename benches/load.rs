@@ -618,10 +618,10 @@ async fn run() {
 
 /// A horizontal bar per row: entrepot relative to its reference (1.0 = parity).
 fn chart(rows: &[Row]) -> String {
-    let (width, bar_h, left) = (900.0, 24.0, 420.0);
+    let (width, bar_h, left) = (980.0, 24.0, 420.0);
     let height = 60.0 + rows.len() as f64 * (bar_h + 8.0);
     let max = rows.iter().map(Row::ratio).fold(2.0f64, f64::max).min(8.0);
-    let scale = (width - left - 60.0) / max;
+    let scale = (width - left - 90.0) / max;
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15" font-weight="bold">entrepot / reference (higher is better for entrepot; line = parity)</text>"##
     );

@@ -703,3 +703,90 @@ fn skopeo_pulls_over_tls_with_a_ca_the_test_makes() {
     }
     assert!(!inspect(&trust), "the old certificate is gone");
 }
+
+#[test]
+fn an_upstream_signed_by_a_private_ca_is_trusted_through_ca_file() {
+    if !tools_present(&["docker-registry", "skopeo", "openssl", "tar", "gzip"]) {
+        return;
+    }
+    let w = world();
+    let pki = w.dir.join("upstream-pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    certs::make_ca(&pki, "ca");
+    certs::make_cert(&pki, "ca", "server", "serverAuth");
+    // A second registry over TLS, on the storage the first one was seeded into.
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let reg_config = w.dir.join("registry-tls.yml");
+    std::fs::write(
+        &reg_config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {tls_addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+            w.dir.join("registry-data").display(),
+            pki.join("server.crt").display(),
+            pki.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let _tls_registry = Proc::start(
+        "docker-registry (TLS)",
+        Command::new("docker-registry").arg("serve").arg(&reg_config),
+        w.dir.join("registry-tls.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&tls_addr).is_err() {
+        assert!(Instant::now() < deadline, "the TLS registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serve = |name: &'static str, ca_line: String| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = w.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"private.test\"\nurl = \"https://{tls_addr}\"\n{ca_line}",
+                w.dir.join(format!("{name}-data")).display()
+            ),
+        )
+        .unwrap();
+        let p = Proc::start(
+            name,
+            Command::new(env!("CARGO_BIN_EXE_entrepot"))
+                .args(["serve", "--config"])
+                .arg(&config),
+            w.dir.join(format!("{name}.log")),
+        );
+        wait_http(&addr, &p);
+        (p, addr)
+    };
+    let (trusting, trusting_addr) = serve("trusting", format!("ca_file = \"{}\"\n", pki.join("ca.crt").display()));
+    let (_untrusting, untrusting_addr) = serve("untrusting", String::new());
+    let inspect = |addr: &str| {
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{addr}/interop/oci:v1"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let direct = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/interop/oci:v1", w.registry_addr),
+    ]));
+    let through = inspect(&trusting_addr);
+    assert!(
+        through.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&through.stderr),
+        trusting.log_text()
+    );
+    assert_eq!(String::from_utf8_lossy(&through.stdout), direct);
+    assert!(
+        !inspect(&untrusting_addr).status.success(),
+        "without ca_file the private CA is not trusted"
+    );
+}
