@@ -5,7 +5,6 @@
 //! tests skip when a tool is missing, unless `ENTREPOT_INTEROP=require`, which the test
 //! command sets, so that CI cannot pass without running them.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -98,19 +97,66 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn wait_http(addr: &str, what: &Proc) {
+/// Waits (30 s at most) until `addr` accepts connections; `what` explains a failure.
+fn wait_listening(addr: &str, what: &Proc) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if std::io::Read::read(&mut s, &mut buf).is_ok_and(|n| n >= 12) && buf.starts_with(b"HTTP/1.") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened\n{}", what.log_text());
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{addr} never answered\n{}", what.log_text());
+}
+
+/// A docker-registry storing under `storage`; `http_extra` goes into its `http:` section
+/// (a `tls:` block). Returns the process and its address.
+fn start_registry(dir: &Path, name: &'static str, storage: &Path, http_extra: &str) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.join(format!("{name}.yml"));
+    let yaml = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{http_extra}",
+        storage.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let registry = Proc::start(
+        name,
+        Command::new("docker-registry").arg("serve").arg(&config),
+        dir.join(format!("{name}.log")),
+    );
+    wait_listening(&addr, &registry);
+    (registry, addr)
+}
+
+/// A config for the entrepot binary on a free port, its data under `dir/<name>-data`, with
+/// `body` (upstreams, tls, …) appended. Returns the address and the config file.
+fn entrepot_config(dir: &Path, name: &str, body: &str) -> (String, PathBuf) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.join(format!("{name}.toml"));
+    let data = dir.join(format!("{name}-data"));
+    std::fs::write(
+        &config,
+        format!("listen = \"{addr}\"\ndata_dir = \"{}\"\n{body}", data.display()),
+    )
+    .unwrap();
+    (addr, config)
+}
+
+/// `entrepot serve` with that config, once it listens.
+fn serve_entrepot(dir: &Path, name: &'static str, config: &Path, addr: &str) -> Proc {
+    let entrepot = Proc::start(
+        name,
+        Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config),
+        dir.join(format!("{name}.log")),
+    );
+    wait_listening(addr, &entrepot);
+    entrepot
+}
+
+/// Both: a config and the server on it. Returns the process, its address and the config.
+fn start_entrepot(dir: &Path, name: &'static str, body: &str) -> (Proc, String, PathBuf) {
+    let (addr, config) = entrepot_config(dir, name, body);
+    (serve_entrepot(dir, name, &config, &addr), addr, config)
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -191,22 +237,7 @@ struct World {
 fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
-    let registry_addr = format!("127.0.0.1:{}", free_port());
-    let reg_config = dir.join("registry.yml");
-    std::fs::write(
-        &reg_config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry_addr}\n",
-            dir.join("registry-data").display()
-        ),
-    )
-    .unwrap();
-    let registry = Proc::start(
-        "docker-registry",
-        Command::new("docker-registry").arg("serve").arg(&reg_config),
-        dir.join("registry.log"),
-    );
-    wait_http(&registry_addr, &registry);
+    let (registry, registry_addr) = start_registry(&dir, "docker-registry", &dir.join("registry-data"), "");
 
     let layout = build_layout(&dir);
     let oci = |tag: &str| format!("oci:{}:{tag}", layout.display());
@@ -233,25 +264,8 @@ fn world() -> World {
         &dest("interop/multi:v1"),
     ]));
 
-    let entrepot_addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.join("entrepot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{entrepot_addr}\"\ndata_dir = \"{}\"\ntag_ttl = \"0s\"\nlog = \"info\"\n\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{registry_addr}\"\n",
-            dir.join("entrepot-data").display()
-        ),
-    )
-    .unwrap();
-    let entrepot = Proc::start(
-        "entrepot",
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config),
-        dir.join("entrepot.log"),
-    );
-    wait_http(&entrepot_addr, &entrepot);
+    let upstream = format!("tag_ttl = \"0s\"\nlog = \"info\"\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{registry_addr}\"\n");
+    let (entrepot, entrepot_addr, config) = start_entrepot(&dir, "entrepot", &upstream);
     World {
         _dir: tmp,
         dir,
@@ -536,27 +550,14 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
     );
 
     // Site B: no upstream at all.
-    let b_addr = format!("127.0.0.1:{}", free_port());
-    let b_config = w.dir.join("site-b.toml");
-    std::fs::write(
-        &b_config,
-        format!(
-            "listen = \"{b_addr}\"\ndata_dir = \"{}\"\noffline = true\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
-            w.dir.join("site-b-data").display(),
-            w.registry_addr
-        ),
-    )
-    .unwrap();
+    let offline = format!(
+        "offline = true\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
+        w.registry_addr
+    );
+    let (b_addr, b_config) = entrepot_config(&w.dir, "site-b", &offline);
     let imported = entrepot(&["import", bundle.to_str().unwrap()], &b_config);
     assert!(imported.contains("3 tag(s)"), "{imported}");
-    let site_b = Proc::start(
-        "entrepot site B",
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .args(["serve", "--config"])
-            .arg(&b_config),
-        w.dir.join("site-b.log"),
-    );
-    wait_http(&b_addr, &site_b);
+    let site_b = serve_entrepot(&w.dir, "site-b", &b_config, &b_addr);
     for (i, (image, all)) in images.iter().enumerate() {
         let out = w.dir.join(format!("site-b-{i}"));
         skopeo_to_dir(&format!("{b_addr}/{image}"), &out, *all);
@@ -573,16 +574,7 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         .arg("copy")
         .arg(format!("dir:{}", w.dir.join("direct-0").display()))
         .arg(format!("oci-archive:{}:v7", skopeo_archive.display())));
-    let c_config = w.dir.join("site-c.toml");
-    let c_addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        &c_config,
-        std::fs::read_to_string(&b_config)
-            .unwrap()
-            .replace(&b_addr, &c_addr)
-            .replace("site-b-data", "site-c-data"),
-    )
-    .unwrap();
+    let (c_addr, c_config) = entrepot_config(&w.dir, "site-c", &offline);
     entrepot(
         &[
             "import",
@@ -592,14 +584,7 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         ],
         &c_config,
     );
-    let site_c = Proc::start(
-        "entrepot site C",
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .args(["serve", "--config"])
-            .arg(&c_config),
-        w.dir.join("site-c.log"),
-    );
-    wait_http(&c_addr, &site_c);
+    let _site_c = serve_entrepot(&w.dir, "site-c", &c_config, &c_addr);
     let via_c = run(Command::new("skopeo").args([
         "inspect",
         "--raw",
@@ -628,31 +613,13 @@ fn skopeo_pulls_over_tls_with_a_ca_the_test_makes() {
     std::fs::create_dir_all(&trust).unwrap();
     std::fs::copy(pki.join("ca.crt"), trust.join("ca.crt")).unwrap();
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = w.dir.join("tls.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
-            w.dir.join("tls-data").display(),
-            pki.join("server.crt").display(),
-            pki.join("server.key").display(),
-            w.registry_addr
-        ),
-    )
-    .unwrap();
-    let server = Proc::start(
-        "entrepot (TLS)",
-        Command::new(env!("CARGO_BIN_EXE_entrepot"))
-            .args(["serve", "--config"])
-            .arg(&config),
-        w.dir.join("tls.log"),
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[[upstream]]\nname = \"registry.interop.test\"\nurl = \"http://{}\"\n",
+        pki.join("server.crt").display(),
+        pki.join("server.key").display(),
+        w.registry_addr
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "{}", server.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (server, addr, _) = start_entrepot(&w.dir, "entrepot-tls", &tls);
     let direct = w.dir.join("direct");
     skopeo_to_dir(&format!("{}/interop/oci:v1", w.registry_addr), &direct, false);
     let over_tls = w.dir.join("over-tls");
@@ -715,51 +682,16 @@ fn an_upstream_signed_by_a_private_ca_is_trusted_through_ca_file() {
     certs::make_ca(&pki, "ca");
     certs::make_cert(&pki, "ca", "server", "serverAuth");
     // A second registry over TLS, on the storage the first one was seeded into.
-    let tls_addr = format!("127.0.0.1:{}", free_port());
-    let reg_config = w.dir.join("registry-tls.yml");
-    std::fs::write(
-        &reg_config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {tls_addr}\n  tls:\n    certificate: {}\n    key: {}\n",
-            w.dir.join("registry-data").display(),
-            pki.join("server.crt").display(),
-            pki.join("server.key").display()
-        ),
-    )
-    .unwrap();
-    let _tls_registry = Proc::start(
-        "docker-registry (TLS)",
-        Command::new("docker-registry").arg("serve").arg(&reg_config),
-        w.dir.join("registry-tls.log"),
+    let tls = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        pki.join("server.crt").display(),
+        pki.join("server.key").display()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&tls_addr).is_err() {
-        assert!(Instant::now() < deadline, "the TLS registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let serve = |name: &'static str, ca_line: String| {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let config = w.dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{addr}\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"private.test\"\nurl = \"https://{tls_addr}\"\n{ca_line}",
-                w.dir.join(format!("{name}-data")).display()
-            ),
-        )
-        .unwrap();
-        let p = Proc::start(
-            name,
-            Command::new(env!("CARGO_BIN_EXE_entrepot"))
-                .args(["serve", "--config"])
-                .arg(&config),
-            w.dir.join(format!("{name}.log")),
-        );
-        wait_http(&addr, &p);
-        (p, addr)
-    };
-    let (trusting, trusting_addr) = serve("trusting", format!("ca_file = \"{}\"\n", pki.join("ca.crt").display()));
-    let (_untrusting, untrusting_addr) = serve("untrusting", String::new());
+    let (_tls_registry, tls_addr) = start_registry(&w.dir, "registry-tls", &w.dir.join("registry-data"), &tls);
+    let upstream = format!("[[upstream]]\nname = \"private.test\"\nurl = \"https://{tls_addr}\"\n");
+    let trusted = format!("{upstream}ca_file = \"{}\"\n", pki.join("ca.crt").display());
+    let (trusting, trusting_addr, _) = start_entrepot(&w.dir, "trusting", &trusted);
+    let (_untrusting, untrusting_addr, _) = start_entrepot(&w.dir, "untrusting", &upstream);
     let inspect = |addr: &str| {
         Command::new("skopeo")
             .args([
