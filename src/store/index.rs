@@ -99,6 +99,8 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    #[error("index {0} is in use by another entrepot process (stop it, or use another data_dir)")]
+    Locked(String),
     #[error("index: {0}")]
     Sled(#[from] sled::Error),
     #[error("index record: {0}")]
@@ -139,6 +141,27 @@ fn get<T: DeserializeOwned>(tree: &sled::Tree, k: impl AsRef<[u8]>) -> Result<Op
     }
 }
 
+/// Opens the database, waiting up to five seconds for its lock: sled's background flusher
+/// of a database just closed in this process (a restart, a test) can hold it a moment
+/// longer. Past that, another process has the data directory.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // A bounded page cache: the index holds small records and must not grow the RSS.
+        match sled::Config::new().path(dir).cache_capacity(64 << 20).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(IndexError::Locked(dir.display().to_string()));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(Digest, T)>> {
     let mut out = Vec::new();
     for kv in tree.iter() {
@@ -157,8 +180,7 @@ fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()
 
 impl Index {
     pub fn open(dir: &Path) -> Result<Index> {
-        // A bounded page cache: the index holds small records and must not grow the RSS.
-        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
+        let db = open_db(dir)?;
         Ok(Index {
             blobs: db.open_tree("blobs")?,
             manifests: db.open_tree("manifests")?,
