@@ -14,7 +14,10 @@ use super::fill::{Fill, Phase};
 use super::sweep::Serving;
 use crate::http::body::Body;
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Reads of a committed file: large, for throughput (a transfer holds three at most).
+const COMMITTED_CHUNK: usize = 1 << 20;
+/// Reads behind a download in progress: smaller, to follow it closely.
+const FOLLOW_CHUNK: usize = 256 * 1024;
 const CHANNEL_CHUNKS: usize = 2;
 
 /// Streams `len` bytes of a committed file from `start`. `serving` is held until the end.
@@ -27,7 +30,7 @@ pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Servi
             }
             let mut left = len;
             while left > 0 {
-                let chunk = read_chunk(&mut file, left).await?;
+                let chunk = read_chunk(&mut file, left, COMMITTED_CHUNK).await?;
                 left -= chunk.len() as u64;
                 serving.sent(chunk.len(), true);
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -115,7 +118,7 @@ async fn follow(
                 }
             }
             if let Some(f) = file.as_mut() {
-                let chunk = read_chunk(f, target - pos).await?;
+                let chunk = read_chunk(f, target - pos, FOLLOW_CHUNK).await?;
                 pos += chunk.len() as u64;
                 serving.sent(chunk.len(), false);
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -131,9 +134,9 @@ async fn follow(
     }
 }
 
-/// Reads up to `READ_CHUNK` bytes, at most `left`; a file shorter than promised is an error.
-async fn read_chunk(file: &mut tokio::fs::File, left: u64) -> io::Result<Bytes> {
-    let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
+/// Reads up to `chunk` bytes, at most `left`; a file shorter than promised is an error.
+async fn read_chunk(file: &mut tokio::fs::File, left: u64, chunk: usize) -> io::Result<Bytes> {
+    let want = chunk.min(usize::try_from(left).unwrap_or(chunk));
     let mut buf = vec![0u8; want];
     let mut filled = 0;
     while filled < want {

@@ -46,12 +46,20 @@ impl ManifestAnswer {
 }
 
 impl Cache {
+    /// A cached manifest: from memory when it was served lately, else from the index.
     fn cached_manifest(&self, d: &Digest) -> Result<Option<Manifest>> {
-        Ok(self.store.index.manifest(d)?.map(|(rec, bytes)| Manifest {
+        if let Some(m) = self.hot.get(d) {
+            return Ok(Some(m));
+        }
+        let found = self.store.index.manifest(d)?.map(|(rec, bytes)| Manifest {
             digest: d.clone(),
             media_type: rec.media_type,
             bytes,
-        }))
+        });
+        if let Some(m) = &found {
+            self.hot.put(m.clone());
+        }
+        Ok(found)
     }
 
     pub async fn manifest_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {

@@ -117,6 +117,8 @@ pub struct Cache {
     /// Tags the upstream said do not exist, until when to believe it.
     absent_tags: Mutex<HashMap<String, Instant>>,
     serving: Arc<sweep::ServingSet>,
+    /// Manifests served lately, so that a warm hit reads no index record.
+    hot: HotManifests,
     pub metrics: Arc<Metrics>,
     /// Bytes per retention class as of the last sweep, for the metrics.
     class_bytes: Mutex<Vec<(String, u64)>>,
@@ -146,6 +148,7 @@ impl Cache {
             metrics,
             class_bytes: Mutex::default(),
             serving: Arc::default(),
+            hot: HotManifests::default(),
             stored_bytes: AtomicU64::new(stored_bytes),
             sweep_now: tokio::sync::Notify::new(),
             store,
@@ -359,6 +362,36 @@ impl Cache {
         if let Err(e) = self.store.index.flush().await {
             tracing::warn!(error = %e, "index flush failed");
         }
+    }
+}
+
+/// Recently served manifests by digest, up to `HOT_BYTES` of them. Digests are immutable,
+/// so an entry is never stale; eviction by retention clears the map.
+#[derive(Default)]
+struct HotManifests(Mutex<(HashMap<Digest, Manifest>, usize)>);
+
+const HOT_BYTES: usize = 32 << 20;
+
+impl HotManifests {
+    fn get(&self, d: &Digest) -> Option<Manifest> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.get(d).cloned()
+    }
+
+    fn put(&self, m: Manifest) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, bytes) = &mut *guard;
+        if *bytes + m.bytes.len() > HOT_BYTES {
+            map.clear();
+            *bytes = 0;
+        }
+        *bytes += m.bytes.len();
+        map.insert(m.digest.clone(), m);
+    }
+
+    fn clear(&self) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.clear();
+        guard.1 = 0;
     }
 }
 

@@ -180,6 +180,9 @@ impl Cache {
         } else {
             index.remove_tags_resolving_to(&gone)?
         };
+        if !gone.is_empty() {
+            self.hot.clear();
+        }
         let mut freed = 0;
         for e in plan.evictions.iter().filter(|e| e.kind == Kind::Blob) {
             if self.serving.contains(&e.digest) {
