@@ -114,6 +114,11 @@ impl Access {
         true
     }
 
+    /// Whether grants decide per repository (else whoever is let in reads everything).
+    pub fn restricts_repositories(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| !c.grants.is_empty())
+    }
+
     /// Whether `who` may read `repository` (`<upstream>/<repo>`).
     pub fn authorize(&self, who: &Identity, repository: &str) -> Result<()> {
         let Some(config) = &self.config else { return Ok(()) };

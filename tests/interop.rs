@@ -605,9 +605,7 @@ fn skopeo_pulls_over_tls_with_a_ca_the_test_makes() {
     }
     let w = world();
     let pki = w.dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    certs::make_ca(&pki, "ca");
-    certs::make_cert(&pki, "ca", "server", "serverAuth");
+    certs::server_pki(&pki);
     // skopeo reads every *.crt of a directory as a CA.
     let trust = w.dir.join("trust");
     std::fs::create_dir_all(&trust).unwrap();
@@ -678,9 +676,7 @@ fn an_upstream_signed_by_a_private_ca_is_trusted_through_ca_file() {
     }
     let w = world();
     let pki = w.dir.join("upstream-pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    certs::make_ca(&pki, "ca");
-    certs::make_cert(&pki, "ca", "server", "serverAuth");
+    certs::server_pki(&pki);
     // A second registry over TLS, on the storage the first one was seeded into.
     let tls = format!(
         "  tls:\n    certificate: {}\n    key: {}\n",

@@ -43,7 +43,16 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         policy = field::Empty,
     );
     let head = req.method() == Method::HEAD;
-    let mut resp = match dispatch(&app, peer, &req).instrument(span.clone()).await {
+    // Parsed once: the route serves the dispatch and labels the metrics.
+    let path = req.uri().path();
+    let route = route::parse(path);
+    let label = match &route {
+        Ok(r) => r.label(),
+        Err(_) if path.starts_with(admin::PREFIX) => "admin",
+        Err(_) if ops::PATHS.contains(&path) => "ops",
+        Err(_) => "other",
+    };
+    let mut resp = match dispatch(&app, peer, &req, route).instrument(span.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             let _enter = span.enter();
@@ -59,7 +68,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         headers::API_VERSION,
         HeaderValue::from_static(headers::API_VERSION_VALUE),
     );
-    count(&app, &req, &resp);
+    count(&app, label, req.method(), &resp);
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
@@ -75,15 +84,8 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
 }
 
 /// Counts the request, and how the cache served it, by route.
-fn count<B>(app: &App, req: &Request<B>, resp: &Response<Body>) {
-    let path = req.uri().path();
-    let route = match route::parse(path) {
-        Ok(r) => r.label(),
-        Err(_) if path.starts_with(admin::PREFIX) => "admin",
-        Err(_) if ops::PATHS.contains(&path) => "ops",
-        Err(_) => "other",
-    };
-    let method = match *req.method() {
+fn count(app: &App, route: &'static str, method: &Method, resp: &Response<Body>) {
+    let method = match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
         _ => "other",
@@ -98,7 +100,12 @@ fn count<B>(app: &App, req: &Request<B>, resp: &Response<Body>) {
     }
 }
 
-async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Result<Response<Body>> {
+async fn dispatch<B>(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    req: &Request<B>,
+    route: Result<route::Route>,
+) -> Result<Response<Body>> {
     let path = req.uri().path();
     if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
         return ops::handle(app, path).await;
@@ -112,7 +119,7 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
             req.method()
         )));
     }
-    let route = route::parse(path)?;
+    let route = route?;
     let who = app
         .access
         .authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
@@ -132,8 +139,10 @@ async fn dispatch<B>(app: &Arc<App>, peer: SocketAddr, req: &Request<B>) -> Resu
     let query = req.uri().query();
     let ns = query_param(query, "ns");
     let target = target::resolve(&app.upstreams, &route.name, ns.as_deref())?;
-    app.access
-        .authorize(&who, &format!("{}/{}", target.upstream.name(), target.repo))?;
+    if app.access.restricts_repositories() {
+        app.access
+            .authorize(&who, &format!("{}/{}", target.upstream.name(), target.repo))?;
+    }
     span.record("upstream", target.upstream.name());
     span.record("repo", target.repo.as_str());
     let head = req.method() == Method::HEAD;

@@ -95,3 +95,10 @@ pub fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
         ],
     );
 }
+
+/// A directory holding a CA `ca` and a server certificate `server` it signs.
+pub fn server_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    make_ca(dir, "ca");
+    make_cert(dir, "ca", "server", "serverAuth");
+}

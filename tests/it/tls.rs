@@ -121,8 +121,7 @@ async fn tls_serves_http2_by_alpn_and_reloads_its_certificate() {
 async fn mtls_refuses_clients_without_a_certificate_from_the_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_ca(d, "ca");
-    make_cert(d, "ca", "server", "serverAuth");
+    certs::server_pki(d);
     make_cert(d, "ca", "client", "clientAuth");
     make_ca(d, "rogue");
     make_cert(d, "rogue", "intruder", "clientAuth");
