@@ -22,11 +22,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn build(config: Config) -> Result<Arc<App>> {
-        let (store, found) = Store::open(&config.data_dir)?;
+    /// What `serve` starts from: the store is open but not yet reconciled; the server
+    /// reconciles it in the background once it accepts.
+    pub fn open(config: Config) -> Result<Arc<App>> {
+        let store = Store::open(&config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         let upstreams = Upstreams::build(&config, metrics.clone())?;
-        let cache = Arc::new(Cache::new(store, found.bytes, Settings::from_config(&config), metrics));
+        let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics));
         let access = Access::new(config.auth.clone());
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         Ok(Arc::new(App {
@@ -36,5 +38,13 @@ impl App {
             cache,
             tls,
         }))
+    }
+
+    /// `open`, with the store reconciled before it returns: for the commands that read or
+    /// sweep the whole index. Blocking.
+    pub fn build(config: Config) -> Result<Arc<App>> {
+        let app = App::open(config)?;
+        app.cache.reconcile()?;
+        Ok(app)
     }
 }

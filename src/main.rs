@@ -284,7 +284,7 @@ fn init_tracing(config_level: &str) {
 async fn serve(cfg: Config) -> ExitCode {
     let listen = cfg.listen;
     let offline = cfg.offline;
-    let app = match App::build(cfg) {
+    let app = match App::open(cfg) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("entrepot: {e}");

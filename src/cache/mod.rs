@@ -127,6 +127,9 @@ pub struct Cache {
     /// Wakes the sweeper before its interval: a fill is taking the cache past the high
     /// watermark.
     pub sweep_now: tokio::sync::Notify,
+    /// Whether files and records have been reconciled since start-up. Until then the records
+    /// may be incomplete, so nothing is evicted on their word.
+    reconciled: tokio::sync::watch::Sender<bool>,
 }
 
 /// A blob ready to be streamed.
@@ -143,14 +146,15 @@ pub enum BlobSource {
 }
 
 impl Cache {
-    pub fn new(store: Store, stored_bytes: u64, settings: Settings, metrics: Arc<Metrics>) -> Cache {
+    pub fn new(store: Store, settings: Settings, metrics: Arc<Metrics>) -> Cache {
         Cache {
             metrics,
             class_bytes: Mutex::default(),
             serving: Arc::default(),
             hot: HotManifests::default(),
-            stored_bytes: AtomicU64::new(stored_bytes),
+            stored_bytes: AtomicU64::default(),
             sweep_now: tokio::sync::Notify::new(),
+            reconciled: tokio::sync::watch::Sender::new(false),
             store,
             settings,
             stats: Stats::default(),
@@ -160,6 +164,27 @@ impl Cache {
             referrers: Arc::default(),
             absent_tags: Mutex::default(),
         }
+    }
+
+    /// Reconciles the store's files and records (`Store::reconcile`), once. Blocking.
+    pub fn reconcile(&self) -> Result<()> {
+        if self.is_reconciled() {
+            return Ok(());
+        }
+        let found = self.store.reconcile()?;
+        // Fills that committed during the walk may be counted twice; the next sweep recounts.
+        self.stored_bytes
+            .fetch_add(found.bytes, std::sync::atomic::Ordering::Relaxed);
+        self.reconciled.send_replace(true);
+        Ok(())
+    }
+
+    pub fn is_reconciled(&self) -> bool {
+        *self.reconciled.borrow()
+    }
+
+    pub async fn wait_reconciled(&self) {
+        let _ = self.reconciled.subscribe().wait_for(|done| *done).await;
     }
 
     async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {

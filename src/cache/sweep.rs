@@ -149,6 +149,7 @@ impl Cache {
 
     /// Plans a sweep and, unless `dry_run`, carries it out.
     pub async fn sweep(self: &Arc<Self>, dry_run: bool) -> Result<Plan> {
+        self.wait_reconciled().await;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let snap = this.snapshot()?;
@@ -156,7 +157,11 @@ impl Cache {
             let plan = retention::plan(&r.classes, &r.limits, &snap);
             if !dry_run {
                 this.evict(&plan)?;
-                let after = usage(&r.classes, &this.snapshot()?);
+                let snap = this.snapshot()?;
+                // Recounted from the records: corrects what increments and decrements missed.
+                this.stored_bytes
+                    .store(snap.blobs.iter().map(|b| b.size).sum(), Ordering::Relaxed);
+                let after = usage(&r.classes, &snap);
                 this.set_class_bytes(after.by_class.into_iter().map(|(c, u)| (c, u.bytes)).collect());
             }
             Ok(plan)
@@ -211,6 +216,7 @@ impl Cache {
     /// Count, bytes and hits per retention class and per upstream. A blob counts in the
     /// class of the first cached manifest that references it, else in its own.
     pub async fn usage(self: &Arc<Self>) -> Result<CacheStats> {
+        self.wait_reconciled().await;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let stats = usage(&this.settings.retention.classes, &this.snapshot()?);

@@ -34,6 +34,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
     let background = [
+        tokio::spawn(reconcile_store(app.clone())),
         tokio::spawn(flush_periodically(app.clone())),
         tokio::spawn(sweep_periodically(app.clone())),
         tokio::spawn(reload_on_sighup(app.clone())),
@@ -146,6 +147,17 @@ async fn serve_ops(app: Arc<App>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Files against records, after the listener is up: serving needs only the files, and a
+/// million records take seconds to read. Retention waits for it.
+async fn reconcile_store(app: Arc<App>) {
+    let cache = app.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.reconcile()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "store reconciliation failed; retention is paused until a restart"),
+        Err(e) => tracing::error!(error = %e, "store reconciliation panicked; retention is paused until a restart"),
     }
 }
 

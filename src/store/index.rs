@@ -207,25 +207,37 @@ impl Index {
         put(&self.blobs, d.to_string(), r)
     }
 
+    /// Writes `r` unless the blob has a record already. Returns whether it wrote.
+    pub fn adopt_blob(&self, d: &Digest, r: &BlobRecord) -> Result<bool> {
+        let new = serde_json::to_vec(r)?;
+        Ok(self
+            .blobs
+            .compare_and_swap(d.to_string(), None::<&[u8]>, Some(new))?
+            .is_ok())
+    }
+
     pub fn remove_blob(&self, d: &Digest) -> Result<()> {
         self.blobs.remove(d.to_string())?;
         Ok(())
     }
 
-    /// Every blob's recorded size, in one scan, for reconciliation with the files.
-    pub fn blob_sizes(&self) -> Result<HashMap<Digest, u64>> {
+    /// Every blob's recorded size, in digest order, in one scan, for reconciliation with
+    /// the files.
+    pub fn blob_sizes(&self) -> Result<Vec<(Digest, u64)>> {
         /// Only the size is read: the rest of the record need not be decoded.
         #[derive(Deserialize)]
         struct Size {
             size: u64,
         }
-        let mut out = HashMap::new();
+        let mut out: Vec<(Digest, u64)> = Vec::new();
         for kv in self.blobs.iter() {
             let (k, v) = kv?;
             if let Some(d) = std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()) {
-                out.insert(d, serde_json::from_slice::<Size>(&v)?.size);
+                out.push((d, serde_json::from_slice::<Size>(&v)?.size));
             }
         }
+        // Key order is digest order already; sorting a sorted run costs one pass.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -508,7 +520,7 @@ mod tests {
         idx.touch(&d);
         idx.flush_access().unwrap();
         assert_eq!(idx.blob(&d).unwrap().unwrap().hits, 2);
-        assert_eq!(idx.blob_sizes().unwrap(), HashMap::from([(d.clone(), 1)]));
+        assert_eq!(idx.blob_sizes().unwrap(), vec![(d.clone(), 1)]);
 
         let t = TagRecord {
             digest: d.clone(),

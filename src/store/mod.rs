@@ -17,10 +17,9 @@ pub struct Store {
     pub index: Index,
 }
 
-/// What reconciliation found, for the start-up log line.
+/// What reconciliation found, for the log line.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    pub temp_files_removed: usize,
     pub records_dropped: usize,
     pub files_adopted: usize,
     pub blobs: usize,
@@ -28,57 +27,86 @@ pub struct Reconciled {
 }
 
 impl Store {
-    pub fn open(data_dir: &Path) -> Result<(Store, Reconciled)> {
+    /// Opens the blob directory and the index, and removes ingests a previous process left
+    /// in `tmp/`. Files and records are not compared here (`reconcile` does that): serving
+    /// needs only the files, so `serve` accepts before a million records are read.
+    pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Internal(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
         let blobs = Blobs::open(data_dir)?;
+        let removed = blobs.clear_tmp()?;
+        if removed > 0 {
+            tracing::info!(removed, "removed interrupted downloads");
+        }
         let index = Index::open(&data_dir.join("index"))?;
-        let store = Store { blobs, index };
+        Ok(Store { blobs, index })
+    }
+
+    /// Drops records whose file is gone (removed by hand), and adopts committed files that
+    /// have no record (a crash between rename and index write). Committed files were
+    /// verified before their rename, so adopting them is safe; file sizes are not read back
+    /// (a file is never rewritten after its rename, and serving reads the size of the file
+    /// itself). Blocking.
+    ///
+    /// It runs while blobs are served and fetched: a record is dropped only if its file is
+    /// still missing when looked at again, and a file is adopted only where no record has
+    /// appeared meanwhile, so a fill committing during the walk keeps its own record.
+    pub fn reconcile(&self) -> Result<Reconciled> {
         let started = Instant::now();
-        let report = store.reconcile()?;
+        let mut r = Reconciled::default();
+        // One scan of the records and one walk of the file names, both in digest order and
+        // merged: no `stat` and no hash map per blob, so a million blobs take seconds.
+        let records = self.index.blob_sizes()?;
+        let files = self.blobs.list()?;
+        r.blobs = files.len();
+        let (mut records, mut files) = (records.into_iter().peekable(), files.iter().peekable());
+        let now = index::now_ms();
+        loop {
+            let order = match (records.peek(), files.peek()) {
+                (None, None) => break,
+                (Some((d, _)), Some(f)) => d.cmp(f),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Equal => {
+                    let (_, size) = records.next().expect("peeked");
+                    files.next();
+                    r.bytes += size;
+                }
+                std::cmp::Ordering::Less => {
+                    let (d, size) = records.next().expect("peeked");
+                    if self.blobs.size(&d)?.is_some() {
+                        // Committed after the walk read its directory.
+                        r.bytes += size;
+                    } else {
+                        self.index.remove_blob(&d)?;
+                        r.records_dropped += 1;
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    let d = files.next().expect("peeked");
+                    let Some(size) = self.blobs.size(d)? else { continue };
+                    r.bytes += size;
+                    let rec = index::BlobRecord {
+                        size,
+                        media_type: None,
+                        cached_at: now,
+                        last_access: now,
+                        hits: 0,
+                        upstream: String::new(),
+                    };
+                    if self.index.adopt_blob(d, &rec)? {
+                        r.files_adopted += 1;
+                    }
+                }
+            }
+        }
         tracing::info!(
-            ?report,
+            ?r,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store reconciled"
         );
-        Ok((store, report))
-    }
-
-    /// Removes leftover ingests, drops records whose file is gone or has the wrong size, and
-    /// adopts committed files that have no record (a crash between rename and index write).
-    /// Committed files were verified before their rename, so adopting them is safe.
-    fn reconcile(&self) -> Result<Reconciled> {
-        let mut r = Reconciled {
-            temp_files_removed: self.blobs.clear_tmp()?,
-            ..Default::default()
-        };
-        // One walk of the files and one scan of the records, compared in memory: start-up
-        // stays in seconds with a million blobs.
-        let files: std::collections::HashMap<_, _> = self.blobs.list()?.into_iter().collect();
-        let records = self.index.blob_sizes()?;
-        for (d, size) in &records {
-            if files.get(d) != Some(size) {
-                self.index.remove_blob(d)?;
-                r.records_dropped += 1;
-            }
-        }
-        let now = index::now_ms();
-        for (d, size) in &files {
-            if !records.contains_key(d) {
-                let rec = index::BlobRecord {
-                    size: *size,
-                    media_type: None,
-                    cached_at: now,
-                    last_access: now,
-                    hits: 0,
-                    upstream: String::new(),
-                };
-                self.index.put_blob(d, &rec)?;
-                r.files_adopted += 1;
-            }
-        }
-        r.blobs = files.len();
-        r.bytes = files.values().sum();
         Ok(r)
     }
 }
@@ -95,7 +123,7 @@ mod tests {
         let orphan = Digest::sha256_of(b"orphan");
         let ghost = Digest::sha256_of(b"ghost");
         {
-            let (store, _) = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path()).unwrap();
             for (d, bytes) in [(&kept, b"kept" as &[u8]), (&orphan, b"orphan")] {
                 let mut ing = store.blobs.ingest(d).unwrap();
                 ing.write(bytes).unwrap();
@@ -116,11 +144,12 @@ mod tests {
             std::mem::forget(half);
             store.index.flush().await.unwrap();
         }
-        let (store, r) = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let r = store.reconcile().unwrap();
         assert_eq!(
             r,
             Reconciled {
-                temp_files_removed: 1,
                 records_dropped: 1,
                 files_adopted: 1,
                 blobs: 2,
