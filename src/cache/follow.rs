@@ -24,27 +24,53 @@ const CHANNEL_CHUNKS: usize = 2;
 pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Serving) -> Body {
     let (tx, body) = Body::channel(CHANNEL_CHUNKS, Some(len));
     tokio::spawn(async move {
-        let result = async {
-            if start > 0 {
-                file.seek(SeekFrom::Start(start)).await?;
-            }
-            let mut left = len;
-            while left > 0 {
-                let chunk = read_chunk(&mut file, left, COMMITTED_CHUNK).await?;
-                left -= chunk.len() as u64;
-                serving.sent(chunk.len(), true);
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
+        if let Err(e) = file.seek(SeekFrom::Start(start)).await {
             let _ = tx.send(Err(e)).await;
+            return;
+        }
+        let mut file = file.into_std().await;
+        let mut left = len;
+        while left > 0 {
+            let want = COMMITTED_CHUNK.min(usize::try_from(left).unwrap_or(COMMITTED_CHUNK));
+            let (f, chunk) = match tokio::task::spawn_blocking(move || {
+                let chunk = read_next(&file, want);
+                (file, chunk)
+            })
+            .await
+            {
+                Ok(read) => read,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e))).await;
+                    return;
+                }
+            };
+            file = f;
+            let failed = chunk.is_err();
+            if let Ok(c) = &chunk {
+                left -= c.len() as u64;
+                serving.sent(c.len(), true);
+            }
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
         }
     });
     body
+}
+
+/// Reads the next `want` bytes straight into a fresh buffer: no intermediate copy (as
+/// `tokio::fs` makes), no zeroing. A file shorter than promised is an error. Blocking.
+fn read_next(file: &std::fs::File, want: usize) -> io::Result<Bytes> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(want);
+    file.take(want as u64).read_to_end(&mut buf)?;
+    if buf.len() < want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob file shorter than expected",
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Streams bytes `start..end` (or to the end of the blob) of a fill in progress.
