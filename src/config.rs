@@ -58,6 +58,7 @@ struct RawConfig {
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     max_connections: Option<usize>,
+    sendfile: Option<bool>,
     max_cache_bytes: Option<String>,
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
@@ -170,6 +171,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Cached blobs go to plain-HTTP/1 clients with sendfile(2).
+    pub sendfile: bool,
 }
 
 /// PEM files for the listener's TLS.
@@ -370,6 +373,7 @@ impl RawConfig {
                 Some(n) => n,
                 None => 10_000,
             },
+            sendfile: self.sendfile.unwrap_or(true),
             retention: RetentionConfig {
                 classes: self
                     .retention

@@ -7,13 +7,22 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use super::body::Body;
 use super::headers::CONTENT_DIGEST;
 use super::range::{self, RangeRequest};
+use super::sendfile;
 use super::set_outcome;
 use crate::app::App;
 use crate::cache::{follow, BlobSource, Outcome, Target};
 use crate::error::{Error, Result};
 use crate::oci::{media, Digest};
 
-pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
+/// `zero_copy`: the connection's queue when it can take `sendfile` bodies.
+pub async fn get(
+    app: &Arc<App>,
+    t: &Target,
+    digest: &str,
+    req: &HeaderMap,
+    head: bool,
+    zero_copy: Option<&sendfile::Queue>,
+) -> Result<Response<Body>> {
     let d: Digest = digest.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
     if head {
         let (size, outcome) = app.cache.blob_size(t, &d).await?;
@@ -39,7 +48,19 @@ pub async fn get(app: &Arc<App>, t: &Target, digest: &str, req: &HeaderMap, head
         Some((size, RangeRequest::Unsatisfiable)) => return Err(Error::RangeNotSatisfiable { size }),
     };
     let body = match src {
-        BlobSource::Committed { file, .. } => follow::committed(file, start, len.unwrap_or(0), serving),
+        BlobSource::Committed { file, .. } => match zero_copy {
+            Some(queue) => {
+                let file = file.into_std().await;
+                Body::File(sendfile::FileBody::new(
+                    queue.clone(),
+                    file,
+                    start,
+                    len.unwrap_or(0),
+                    serving,
+                ))
+            }
+            None => follow::committed(file, start, len.unwrap_or(0), serving),
+        },
         BlobSource::Filling {
             fill, committed_path, ..
         } => follow::following(fill, committed_path, start, len.map(|l| start + l), len, serving),

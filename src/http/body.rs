@@ -1,4 +1,5 @@
-//! The response body type: empty, a buffer, or a bounded channel fed by a reader task.
+//! The response body type: empty, a buffer, a bounded channel fed by a reader task, or a
+//! file sent with `sendfile` (`super::sendfile`).
 //!
 //! A stream that fails yields an error frame, which makes hyper abort the response (the
 //! connection closes short of `Content-Length`): a client never sees a clean end of body
@@ -19,6 +20,7 @@ pub enum Body {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         remaining: Option<u64>,
     },
+    File(super::sendfile::FileBody),
 }
 
 impl Body {
@@ -60,6 +62,7 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            Body::File(f) => Poll::Ready(f.next_frame().map(Ok)),
         }
     }
 
@@ -68,6 +71,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Stream { .. } => false,
+            Body::File(f) => f.remaining() == 0,
         }
     }
 
@@ -77,6 +81,7 @@ impl http_body::Body for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream { remaining: Some(r), .. } => SizeHint::with_exact(*r),
             Body::Stream { remaining: None, .. } => SizeHint::default(),
+            Body::File(f) => SizeHint::with_exact(f.remaining()),
         }
     }
 }

@@ -13,6 +13,7 @@ mod manifests;
 pub mod ops;
 pub mod range;
 pub mod route;
+pub mod sendfile;
 pub mod target;
 
 use std::convert::Infallible;
@@ -148,7 +149,10 @@ async fn dispatch<B>(
     let head = req.method() == Method::HEAD;
     let resp = match &route.endpoint {
         Endpoint::Manifest(reference) => manifests::get(app, &target, reference, req.headers(), head).await,
-        Endpoint::Blob(digest) => blobs::get(app, &target, digest, req.headers(), head).await,
+        Endpoint::Blob(digest) => {
+            let zero_copy = req.extensions().get::<sendfile::Queue>();
+            blobs::get(app, &target, digest, req.headers(), head, zero_copy).await
+        }
         Endpoint::Tags => lists::tags(app, &target, &route.name, query, head).await,
         Endpoint::Referrers(digest) => lists::referrers(app, &target, digest, query, head).await,
         Endpoint::Base | Endpoint::Upload | Endpoint::Catalog => unreachable!("handled above"),

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::http::sendfile::{Queue, SendfileStream};
 
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
@@ -28,7 +29,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.header_read_timeout);
+        .header_read_timeout(app.config.header_read_timeout)
+        // Body frames are queued, never copied: `sendfile` bodies depend on it.
+        .writev(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -67,11 +70,16 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         tokio::spawn(async move {
             let _permit = permit;
             match app.tls.as_ref().map(|t| t.acceptor()) {
-                None => serve_connection(app, builder, watcher, peer, stream).await,
+                None if app.config.sendfile => {
+                    let stream = SendfileStream::new(stream);
+                    let queue = stream.queue();
+                    serve_connection(app, builder, watcher, peer, stream, Some(queue)).await
+                }
+                None => serve_connection(app, builder, watcher, peer, stream, None).await,
                 Some(acceptor) => {
                     let timeout = app.config.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(app, builder, watcher, peer, tls).await,
+                        Ok(Ok(tls)) => serve_connection(app, builder, watcher, peer, tls, None).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -97,10 +105,17 @@ async fn serve_connection<IO>(
     watcher: Watcher,
     peer: SocketAddr,
     io: IO,
+    zero_copy: Option<Queue>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // HTTP/2 bodies are framed by hyper: only HTTP/1 responses can carry a file.
+        if let Some(queue) = zero_copy.as_ref().filter(|_| req.version() <= hyper::Version::HTTP_11) {
+            req.extensions_mut().insert(queue.clone());
+        }
+        crate::http::handle(app.clone(), peer, req)
+    });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

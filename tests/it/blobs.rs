@@ -82,6 +82,53 @@ async fn ranges_on_cached_blobs() {
     assert_eq!(r.header("content-range"), Some("bytes */10000"));
 }
 
+/// Cached blobs go out three ways: sendfile on plain HTTP/1, read through user space on
+/// HTTP/2, and read on HTTP/1 with `sendfile = false`. All three send the same bytes, whole
+/// and in ranges that cross sendfile's 1 MiB frames.
+#[tokio::test]
+async fn cached_blobs_are_the_same_bytes_by_sendfile_http2_and_plain_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start_with(Options::default()).await;
+    let bytes = pattern(3 * MIB + 5, 9);
+    let d = reg.put_blob(bytes.clone());
+    let zero_copy = TestProxy::in_front_of(&dir.path().join("a"), &reg, "reg.test", "").await;
+    let copying = TestProxy::in_front_of(&dir.path().join("b"), &reg, "reg.test", "sendfile = false\n").await;
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    for proxy in [&zero_copy, &copying] {
+        let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+        assert_eq!(get(&url).await.bytes().as_ref(), &bytes[..], "the miss");
+        for (range, want) in [
+            (None, &bytes[..]),
+            (Some("bytes=1048570-2097160"), &bytes[1_048_570..=2_097_160]),
+            (Some("bytes=-3"), &bytes[bytes.len() - 3..]),
+        ] {
+            let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
+            let r = request(Method::GET, &url, &headers).await;
+            assert_eq!(r.cache(), "hit");
+            assert!(
+                r.bytes().as_ref() == want,
+                "HTTP/1 {range:?}: {} bytes",
+                r.bytes().len()
+            );
+
+            let mut req = http::Request::get(&url);
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let resp = h2
+                .request(req.body(http_body_util::Empty::new()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.as_ref() == want, "HTTP/2 {range:?}: {} bytes", body.len());
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_cold_gets_make_one_upstream_request() {
     let (_dir, reg, proxy) = setup(Options::default()).await;
