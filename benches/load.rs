@@ -497,8 +497,13 @@ async fn run() {
     let accept = Some("application/vnd.oci.image.manifest.v1+json");
     if let Some((_nginx, nginx)) = start_nginx(d, &root) {
         for clients in [1, 8] {
-            let reference = throughput(&format!("{nginx}/big.bin"), clients).await;
-            let ours = throughput(&url, clients).await;
+            // Best of three, alternating: one transfer is a fraction of a second, and this
+            // machine's neighbours move single samples by ±20%.
+            let (mut reference, mut ours) = (0f64, 0f64);
+            for _ in 0..3 {
+                reference = reference.max(throughput(&format!("{nginx}/big.bin"), clients).await);
+                ours = ours.max(throughput(&url, clients).await);
+            }
             rows.push(Row {
                 measure: format!("warm 512 MiB blob, {clients} client(s)"),
                 entrepot: ours,
