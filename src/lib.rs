@@ -9,7 +9,7 @@
 //! - [`upstream`]: the closed table of upstream registries, auth, redirects, timeouts;
 //! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`cache`]: hits, fills, coalescing, tag revalidation, stale-if-error;
-//! - [`http`]: routes, headers, ranges, access log; [`access`]: who may pull what;
+//! - [`http`]: routes, headers, ranges, sendfile bodies, access log; [`access`]: who may pull what;
 //! - [`server`]: the listener and graceful shutdown; [`app`] wires it all;
 //! - [`ops`] and [`report`]: the operator commands (`gc`, `cache stats`, `policy check`).
 
