@@ -27,8 +27,9 @@ use tokio::net::TcpStream;
 
 use crate::cache::sweep::Serving;
 
-/// The largest frame a file body yields: large enough that a frame costs one system call.
-const FRAME: usize = 1 << 20;
+/// The largest frame a file body yields, and so the most one `sendfile` call is asked to
+/// send: nginx's `sendfile_max_chunk`. Each frame costs one trip through hyper.
+const FRAME: usize = 2 << 20;
 
 /// Never read or written: only its addresses are meaningful. It lives in `.bss`, so its
 /// pages are never touched and cost no memory.
