@@ -29,7 +29,7 @@ use crate::seed;
 /// What `entrepot gc` prints: the sweep's plan, carried out unless `dry_run`.
 pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
     let method = if dry_run { Method::GET } else { Method::POST };
-    if let Some(answer) = ask_server(config.listen, method, "/_entrepot/gc").await {
+    if let Some(answer) = ask_server(&config, method, "/_entrepot/gc").await {
         return answer;
     }
     let app = App::build(config)?;
@@ -40,7 +40,7 @@ pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
 
 /// What `entrepot cache stats` prints.
 pub async fn stats(config: Config) -> Result<String> {
-    if let Some(answer) = ask_server(config.listen, Method::GET, "/_entrepot/stats").await {
+    if let Some(answer) = ask_server(&config, Method::GET, "/_entrepot/stats").await {
         return answer;
     }
     let app = App::build(config)?;
@@ -52,7 +52,7 @@ pub async fn stats(config: Config) -> Result<String> {
 pub async fn policy_check(mut config: Config, reference: &str) -> Result<String> {
     let (name, reference) = crate::oci::name::split_reference(reference);
     // With a server running, its index is locked: work in a scratch data directory.
-    let scratch = match ask_server(config.listen, Method::GET, "/_entrepot/stats").await {
+    let scratch = match ask_server(&config, Method::GET, "/_entrepot/stats").await {
         Some(_) => {
             let dir = std::env::temp_dir().join(format!("entrepot-policy-check-{}", std::process::id()));
             config.data_dir = dir.clone();
@@ -93,7 +93,7 @@ pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Resul
     if references.is_empty() {
         return Err(Error::Internal("no references to seed".into()));
     }
-    let local = match ask_server(config.listen, Method::GET, "/v2/").await {
+    let local = match ask_server(&config, Method::GET, "/v2/").await {
         Some(_) => None,
         None => Some(App::build(config.clone())?),
     };
@@ -216,14 +216,15 @@ fn loopback(listen: SocketAddr) -> SocketAddr {
 }
 
 /// The running server's answer, or `None` when nothing answers at `listen`.
-async fn ask_server(listen: SocketAddr, method: Method, path: &str) -> Option<Result<String>> {
-    let addr = loopback(listen);
+/// The operator token the server wrote in the data directory goes with every request.
+async fn ask_server(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
+    let addr = loopback(config.listen);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .ok()?;
+    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    if let Some(token) = crate::http::admin::read_token(&config.data_dir) {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::new()).ok()?;
     let resp = match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
         Ok(Ok(r)) => r,
         _ => return None,

@@ -4,7 +4,7 @@
 //! A request reads top to bottom: `handle` → `dispatch` (method, route, upstream) → the
 //! endpoint's handler (`blobs`, `manifests`, `lists`) → the cache.
 
-mod admin;
+pub mod admin;
 mod blobs;
 pub mod body;
 pub mod headers;
@@ -112,7 +112,7 @@ async fn dispatch<B>(
         return ops::handle(app, path).await;
     }
     if path.starts_with(admin::PREFIX) {
-        return admin::handle(app, req.method(), path, peer).await;
+        return admin::handle(app, req.method(), path, peer, req.headers()).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(Error::Unsupported(format!(

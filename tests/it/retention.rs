@@ -190,7 +190,27 @@ async fn the_operator_endpoints_report_and_sweep() {
     pull(&proxy, "team/app", "v1").await;
     age(&proxy.app, "team/app", 8);
 
-    let dry = get(&proxy.url("/_entrepot/gc")).await;
+    let no_token = get(&proxy.url("/_entrepot/gc")).await;
+    assert_eq!(no_token.status, 403, "operator endpoints want the token");
+    let token = std::fs::read_to_string(proxy.app.config.data_dir.join("admin.token")).unwrap();
+    assert_eq!(token, proxy.app.admin_token);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(proxy.app.config.data_dir.join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+    let auth = format!("Bearer {token}");
+    let with_token = [("authorization", auth.as_str())];
+    let wrong = request(
+        Method::GET,
+        &proxy.url("/_entrepot/gc"),
+        &[("authorization", "Bearer 00")],
+    )
+    .await;
+    assert_eq!(wrong.status, 403);
+
+    let dry = request(Method::GET, &proxy.url("/_entrepot/gc"), &with_token).await;
     let text = String::from_utf8(dry.bytes().to_vec()).unwrap();
     assert!(text.starts_with("would evict 3 item(s)"), "{text}");
     assert!(
@@ -199,11 +219,11 @@ async fn the_operator_endpoints_report_and_sweep() {
     );
     assert!(has_manifest(&proxy, &d), "a dry run changes nothing");
 
-    let stats = get(&proxy.url("/_entrepot/stats")).await;
+    let stats = request(Method::GET, &proxy.url("/_entrepot/stats"), &with_token).await;
     let text = String::from_utf8(stats.bytes().to_vec()).unwrap();
     assert!(text.contains("images") && text.contains("reg.test"), "{text}");
 
-    let run = request(Method::POST, &proxy.url("/_entrepot/gc"), &[]).await;
+    let run = request(Method::POST, &proxy.url("/_entrepot/gc"), &with_token).await;
     assert!(String::from_utf8(run.bytes().to_vec())
         .unwrap()
         .starts_with("evicted 3 item(s)"));
@@ -211,7 +231,7 @@ async fn the_operator_endpoints_report_and_sweep() {
 }
 
 #[test]
-fn gc_stats_and_policy_check_commands_work_on_a_stopped_cache() {
+fn gc_stats_and_policy_check_commands_work_on_a_stopped_and_a_running_cache() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let reg = rt.block_on(TestRegistry::start());
@@ -250,5 +270,33 @@ fn gc_stats_and_policy_check_commands_work_on_a_stopped_cache() {
     assert!(stats.contains("images") && stats.contains("total"), "{stats}");
     let dry = run(&["gc", "--dry-run"]);
     assert!(dry.starts_with("would evict 0 item(s)"), "{dry}");
+
+    // With the cache running, its index is locked: the same commands succeed only by
+    // asking the server, with the operator token it wrote in the data directory.
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let stats = run(&["cache", "stats"]);
+    assert!(stats.contains("images") && stats.contains("total"), "{stats}");
+    let dry = run(&["gc", "--dry-run"]);
+    assert!(dry.starts_with("would evict 0 item(s)"), "{dry}");
+    std::fs::remove_file(dir.path().join("data/admin.token")).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["gc", "--dry-run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "no token, no sweep");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("admin.token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
     drop(reg);
 }
