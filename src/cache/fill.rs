@@ -79,6 +79,27 @@ impl Fill {
             Err(_) => rx.borrow().clone(),
         }
     }
+
+    /// Waits until the fill is over: the committed size, or why it failed.
+    pub async fn finished(&self) -> Result<u64, Error> {
+        let mut rx = self.subscribe();
+        let state = rx
+            .wait_for(|s| matches!(s.phase, Phase::Committed | Phase::Failed(_)))
+            .await
+            .map(|s| s.clone());
+        match state {
+            Ok(FillState {
+                phase: Phase::Committed,
+                written,
+                ..
+            }) => Ok(written),
+            Ok(FillState {
+                phase: Phase::Failed(e),
+                ..
+            }) => Err(e),
+            _ => Err(Error::internal("blob fill went away")),
+        }
+    }
 }
 
 /// Ends a fill: takes it out of the table, then publishes how it ended. In that order, so

@@ -244,6 +244,13 @@ impl Cache {
                     let src = self.committed_blob(d).await?.ok_or(Error::BlobUnknown)?;
                     return Ok((src, outcome));
                 }
+                // An empty body has no last byte to hold back until verification: the
+                // answer waits for the fill instead.
+                fill::Phase::Connecting | fill::Phase::Streaming if state.total == Some(0) => {
+                    fill.finished().await?;
+                    let src = self.committed_blob(d).await?.ok_or(Error::BlobUnknown)?;
+                    return Ok((src, outcome));
+                }
                 fill::Phase::Connecting | fill::Phase::Streaming => {
                     let committed_path = self.store.blobs.path(d);
                     return Ok((
@@ -265,25 +272,7 @@ impl Cache {
         let (source, _, _serving) = self.blob(t, d).await?;
         match source {
             BlobSource::Committed { size, .. } => Ok(size),
-            BlobSource::Filling { fill, .. } => {
-                let mut rx = fill.subscribe();
-                let state = rx
-                    .wait_for(|s| matches!(s.phase, fill::Phase::Committed | fill::Phase::Failed(_)))
-                    .await
-                    .map(|s| s.clone());
-                match state {
-                    Ok(fill::FillState {
-                        phase: fill::Phase::Committed,
-                        written,
-                        ..
-                    }) => Ok(written),
-                    Ok(fill::FillState {
-                        phase: fill::Phase::Failed(e),
-                        ..
-                    }) => Err(e),
-                    _ => Err(Error::internal("blob fill went away")),
-                }
-            }
+            BlobSource::Filling { fill, .. } => fill.finished().await,
         }
     }
 

@@ -97,7 +97,13 @@ async fn cached_blobs_are_the_same_bytes_by_sendfile_http2_and_plain_reads() {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build_http();
+    let empty = reg.put_blob(Vec::new());
     for proxy in [&zero_copy, &copying] {
+        let url = proxy.url(&format!("/v2/team/app/blobs/{empty}"));
+        assert_eq!(get(&url).await.bytes().len(), 0, "the miss of an empty blob");
+        let r = get(&url).await;
+        assert_eq!((r.status.as_u16(), r.cache(), r.bytes().len()), (200, "hit", 0));
+
         let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
         assert_eq!(get(&url).await.bytes().as_ref(), &bytes[..], "the miss");
         for (range, want) in [
@@ -235,6 +241,23 @@ async fn a_client_that_hangs_up_does_not_stop_the_fill() {
     assert_eq!(again.cache(), "hit");
     assert_eq!(again.bytes().as_ref(), bytes.as_slice());
     assert_eq!(reg.count("GET", &d), 1);
+}
+
+/// An empty body has no last byte to hold back: an upstream answering one for a digest
+/// that is not the empty blob's gets a 502, never a clean empty 200.
+#[tokio::test]
+async fn an_empty_upstream_answer_for_a_nonempty_blob_is_never_a_clean_empty_200() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(1000, 4);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::Empty);
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    let bad = get(&url).await;
+    assert_eq!(bad.status, 502, "{:?}", bad.body);
+    assert_eq!(proxy.app.cache.stats.digest_mismatches.load(Ordering::Relaxed), 1);
+
+    reg.clear_faults();
+    assert_eq!(get(&url).await.bytes().as_ref(), bytes.as_slice());
 }
 
 #[tokio::test]

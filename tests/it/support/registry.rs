@@ -37,6 +37,8 @@ pub enum Fault {
     DropAfter(usize),
     /// Flip one byte in the middle of the body.
     Corrupt,
+    /// Answer 200 with an empty body (`Content-Length: 0`) whatever the content.
+    Empty,
     /// Send the body in chunks of this size with this pause between them.
     Slow(usize, Duration),
     /// Send the first `n` body bytes, then wait until the gate opens.
@@ -710,6 +712,11 @@ async fn blob_host_handler(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Bo
 
 /// Sends `bytes` with `Content-Length`, shaped by a body fault.
 fn send(resp: http::response::Builder, bytes: Bytes, head: bool, fault: Option<Fault>) -> Response<Body> {
+    let bytes = if matches!(fault, Some(Fault::Empty)) {
+        Bytes::new()
+    } else {
+        bytes
+    };
     let resp = resp.header(header::CONTENT_LENGTH, bytes.len());
     if head {
         return resp.body(full("")).unwrap();
