@@ -297,6 +297,17 @@ impl Cache {
         let resp = up
             .send(Method::HEAD, &format!("/v2/{}/blobs/{d}", t.repo), None, &t.repo)
             .await?;
+        if resp.status() == http::StatusCode::NOT_FOUND {
+            // An upstream that is itself a cache (distribution's proxy mode, Harbor) may know
+            // a blob only once it has been asked to GET it: its HEAD 404 is not its last
+            // word. Start the fill the client's GET would start; its length answers the HEAD.
+            let (src, outcome) = self.find_blob(t, d).await?;
+            let size = match src {
+                BlobSource::Committed { size, .. } => Some(size),
+                BlobSource::Filling { total, .. } => total,
+            };
+            return Ok((size, outcome));
+        }
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }

@@ -47,6 +47,28 @@ async fn blob_miss_streams_then_hits_from_disk() {
     assert!(h.bytes().is_empty());
 }
 
+/// Chained caches: the upstream answers HEAD 404 for a blob it would serve on GET (as
+/// distribution's proxy mode and Harbor do before their first GET). The HEAD through
+/// entrepot still finds it, and the GET that follows is served from that one fetch.
+#[tokio::test]
+async fn head_through_an_upstream_that_knows_blobs_only_after_a_get() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    let bytes = pattern(300_000, 8);
+    let d = reg.put_blob(bytes.clone());
+    reg.fault(&d, Fault::HeadStatus(404));
+    let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
+    let h = head(&url).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length"), Some("300000"));
+    assert_eq!(get(&url).await.bytes().as_ref(), bytes.as_slice());
+    assert_eq!(reg.count("GET", &d), 1, "one fetch for the HEAD and the GET");
+
+    let missing = format!("sha256:{}", "1".repeat(64));
+    reg.fault(&missing, Fault::HeadStatus(404));
+    let h = head(&proxy.url(&format!("/v2/team/app/blobs/{missing}"))).await;
+    assert_eq!(h.status, 404, "a blob the upstream does not have at all");
+}
+
 #[tokio::test]
 async fn head_of_an_uncached_blob_asks_upstream_without_downloading() {
     let (_dir, reg, proxy) = setup(Options::default()).await;

@@ -37,6 +37,9 @@ pub enum Fault {
     DropAfter(usize),
     /// Flip one byte in the middle of the body.
     Corrupt,
+    /// Answer HEAD requests with this status, other methods as usual: a cache that knows a
+    /// blob only once it has been asked to GET it.
+    HeadStatus(u16),
     /// Answer 200 with an empty body (`Content-Length: 0`) whatever the content.
     Empty,
     /// Send the body in chunks of this size with this pause between them.
@@ -520,6 +523,9 @@ async fn registry(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 let _ = gate.clone().wait_for(|open| *open).await;
             }
             Fault::Hang => std::future::pending::<()>().await,
+            Fault::HeadStatus(code) if req.method() == Method::HEAD => {
+                return error(StatusCode::from_u16(*code).unwrap(), "BLOB_UNKNOWN");
+            }
             _ => {}
         }
     }
