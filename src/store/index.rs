@@ -145,21 +145,28 @@ fn get<T: DeserializeOwned>(tree: &sled::Tree, k: impl AsRef<[u8]>) -> Result<Op
 /// of a database just closed in this process (a restart, a test) can hold it a moment
 /// longer. Past that, another process has the data directory.
 fn open_db(dir: &Path) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    open_db_within(dir, std::time::Duration::from_secs(5))
+}
+
+fn open_db_within(dir: &Path, patience: std::time::Duration) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + patience;
     loop {
         // A bounded page cache: the index holds small records and must not grow the RSS.
         match sled::Config::new().path(dir).cache_capacity(64 << 20).open() {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if is_locked(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(sled::Error::Io(e)) if is_locked(&e) => {
                 return Err(IndexError::Locked(dir.display().to_string()));
             }
             other => return Ok(other?),
         }
     }
+}
+
+/// sled reports a held lock as an `Other` error whose message carries the `WouldBlock`.
+fn is_locked(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(Digest, T)>> {
@@ -498,6 +505,20 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_is_waited_for_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = open_db(dir.path()).unwrap();
+        let err = open_db_within(dir.path(), std::time::Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, IndexError::Locked(_)), "{err}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        open_db(dir.path()).expect("the lock, once released");
+        release.join().unwrap();
+    }
 
     fn rec(size: u64) -> BlobRecord {
         BlobRecord {
