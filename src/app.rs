@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::access::Access;
 use crate::cache::{Cache, Settings};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::server::tls::Tls;
 use crate::store::Store;
@@ -19,8 +19,6 @@ pub struct App {
     pub cache: Arc<Cache>,
     /// The listener's TLS, when configured.
     pub tls: Option<Tls>,
-    /// What the operator endpoints require (`http::admin`).
-    pub admin_token: String,
 }
 
 impl App {
@@ -33,19 +31,12 @@ impl App {
         let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics));
         let access = Access::new(config.auth.clone());
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let admin_token = crate::http::admin::create_token(&config.data_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot write the operator token in {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
         Ok(Arc::new(App {
             config,
             access,
             upstreams,
             cache,
             tls,
-            admin_token,
         }))
     }
 

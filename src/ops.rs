@@ -1,7 +1,8 @@
 //! Operator commands: `policy check`, `gc`, `cache stats`, `seed`, `export`, `import`.
 //!
-//! A running entrepot holds the index, so it is asked through its loopback operator
-//! endpoints (`/_entrepot/…`); when none answers, the data directory is opened here.
+//! A running entrepot holds the index, so it is asked through its operator socket
+//! (`<data_dir>/admin.sock`, `http::admin`); when none answers, the data directory is
+//! opened here.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,7 +30,7 @@ use crate::seed;
 /// What `entrepot gc` prints: the sweep's plan, carried out unless `dry_run`.
 pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
     let method = if dry_run { Method::GET } else { Method::POST };
-    if let Some(answer) = ask_server(&config, method, "/_entrepot/gc").await {
+    if let Some(answer) = ask_admin(&config, method, "/gc").await {
         return answer;
     }
     let app = App::build(config)?;
@@ -40,7 +41,7 @@ pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
 
 /// What `entrepot cache stats` prints.
 pub async fn stats(config: Config) -> Result<String> {
-    if let Some(answer) = ask_server(&config, Method::GET, "/_entrepot/stats").await {
+    if let Some(answer) = ask_admin(&config, Method::GET, "/stats").await {
         return answer;
     }
     let app = App::build(config)?;
@@ -52,7 +53,7 @@ pub async fn stats(config: Config) -> Result<String> {
 pub async fn policy_check(mut config: Config, reference: &str) -> Result<String> {
     let (name, reference) = crate::oci::name::split_reference(reference);
     // With a server running, its index is locked: work in a scratch data directory.
-    let scratch = match ask_server(&config, Method::GET, "/_entrepot/stats").await {
+    let scratch = match ask_admin(&config, Method::GET, "/stats").await {
         Some(_) => {
             let dir = std::env::temp_dir().join(format!("entrepot-policy-check-{}", std::process::id()));
             config.data_dir = dir.clone();
@@ -215,16 +216,51 @@ fn loopback(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// The running server's answer, or `None` when nothing answers at `listen`.
-/// The operator token the server wrote in the data directory goes with every request.
+/// The running server's answer on its operator socket, or `None` when no server listens
+/// there. A socket this user may not open is an error: a server runs, and opening its data
+/// directory here would only fail on the index lock.
+async fn ask_admin(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
+    let socket = config.data_dir.join(crate::http::admin::SOCKET);
+    let stream = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(Err(Error::Internal(format!(
+                "cannot reach the running entrepot at {}: {e} (run as the user that runs it)",
+                socket.display()
+            ))))
+        }
+        Err(_) => return None,
+    };
+    let ask = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "entrepot")
+            .body(Empty::<Bytes>::new())
+            .expect("a valid request");
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    Some(match ask.await {
+        Ok((status, body)) if status.is_success() => Ok(body),
+        Ok((status, body)) => Err(Error::Internal(format!("entrepot answered {status}: {body}"))),
+        Err(e) => Err(Error::Internal(format!("entrepot at {}: {e}", socket.display()))),
+    })
+}
+
+/// The running server's answer on its listener, or `None` when nothing answers at `listen`.
 async fn ask_server(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
     let addr = loopback(config.listen);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
-    if let Some(token) = crate::http::admin::read_token(&config.data_dir) {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let req = req.body(Empty::new()).ok()?;
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .ok()?;
     let resp = match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
         Ok(Ok(r)) => r,
         _ => return None,

@@ -35,6 +35,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
     let started = Instant::now();
     let span = tracing::info_span!(
         "request",
+        %peer,
         method = %req.method(),
         path = %req.uri().path(),
         route = field::Empty,
@@ -49,11 +50,10 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
     let route = route::parse(path);
     let label = match &route {
         Ok(r) => r.label(),
-        Err(_) if path.starts_with(admin::PREFIX) => "admin",
         Err(_) if ops::PATHS.contains(&path) => "ops",
         Err(_) => "other",
     };
-    let mut resp = match dispatch(&app, peer, &req, route).instrument(span.clone()).await {
+    let mut resp = match dispatch(&app, &req, route).instrument(span.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             let _enter = span.enter();
@@ -101,18 +101,10 @@ fn count(app: &App, route: &'static str, method: &Method, resp: &Response<Body>)
     }
 }
 
-async fn dispatch<B>(
-    app: &Arc<App>,
-    peer: SocketAddr,
-    req: &Request<B>,
-    route: Result<route::Route>,
-) -> Result<Response<Body>> {
+async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Route>) -> Result<Response<Body>> {
     let path = req.uri().path();
     if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
         return ops::handle(app, path).await;
-    }
-    if path.starts_with(admin::PREFIX) {
-        return admin::handle(app, req.method(), path, peer, req.headers()).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(Error::Unsupported(format!(

@@ -14,10 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::http::admin;
 use crate::http::sendfile::{Queue, SendfileStream};
 
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -36,7 +37,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
+    let admin = bind_admin_socket(&app);
     let background = [
+        tokio::spawn(serve_admin(app.clone(), admin)),
         tokio::spawn(reconcile_store(app.clone())),
         tokio::spawn(flush_periodically(app.clone())),
         tokio::spawn(sweep_periodically(app.clone())),
@@ -96,7 +99,51 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     for task in background {
         task.abort();
     }
+    let _ = std::fs::remove_file(app.config.data_dir.join(admin::SOCKET));
     app.cache.flush().await;
+}
+
+/// Binds the operator socket, readable and writable by its owner only. It is bound under a
+/// temporary name, restricted, then renamed into place: nobody else can connect in between.
+/// A socket left by a killed server is replaced (the index lock rules out a live one).
+fn bind_admin_socket(app: &App) -> Option<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = app.config.data_dir.join(admin::SOCKET);
+    let temp = app
+        .config
+        .data_dir
+        .join(format!("{}.{}", admin::SOCKET, std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let bound = UnixListener::bind(&temp).and_then(|l| {
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&temp, &path)?;
+        Ok(l)
+    });
+    match bound {
+        Ok(l) => Some(l),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            tracing::error!(path = %path.display(), error = %e, "cannot bind the operator socket; gc and cache stats cannot reach this server");
+            None
+        }
+    }
+}
+
+/// The operator endpoints (`http::admin`) on their socket.
+async fn serve_admin(app: Arc<App>, listener: Option<UnixListener>) {
+    let Some(listener) = listener else { return };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| admin::serve(app.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 async fn serve_connection<IO>(

@@ -214,6 +214,27 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Got
     }
 }
 
+/// A request on a server's operator socket (`<data_dir>/admin.sock`): status and text.
+pub async fn admin(socket: &Path, method: Method, path: &str) -> (StatusCode, String) {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("the operator socket");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "entrepot")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 pub async fn get(url: &str) -> Got {
     request(Method::GET, url, &[]).await
 }
