@@ -144,9 +144,16 @@ impl Cache {
     }
 
     /// Every repository with a tag or a manifest cached, as `<upstream>/<repository>`, sorted.
-    pub async fn catalog(self: &Arc<Self>) -> Result<Vec<String>> {
+    pub async fn catalog(self: &Arc<Self>) -> Result<Arc<Vec<String>>> {
+        // One computation at a time, reused until a tag or manifest record appears or goes:
+        // a client asking for the catalog in a loop costs one scan, not one per request.
+        let mut cached = self.catalog.lock().await;
+        let generation = self.store.index.names_generation();
+        if let Some((_, names)) = cached.as_ref().filter(|(at, _)| *at == generation) {
+            return Ok(names.clone());
+        }
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
             let index = &this.store.index;
             let mut names: Vec<String> = index
                 .tags_all()?
@@ -165,7 +172,10 @@ impl Cache {
             Ok(names)
         })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)??;
+        let names = Arc::new(names);
+        *cached = Some((generation, names.clone()));
+        Ok(names)
     }
 
     /// The manifests that name `subject` as their subject, unfiltered.

@@ -127,6 +127,8 @@ pub struct Cache {
     /// Wakes the sweeper before its interval: a fill is taking the cache past the high
     /// watermark.
     pub sweep_now: tokio::sync::Notify,
+    /// The last catalog computed, and the index's names generation it was computed at.
+    catalog: tokio::sync::Mutex<Option<(u64, Arc<Vec<String>>)>>,
     /// Whether files and records have been reconciled since start-up. Until then the records
     /// may be incomplete, so nothing is evicted on their word.
     reconciled: tokio::sync::watch::Sender<bool>,
@@ -155,6 +157,7 @@ impl Cache {
             stored_bytes: AtomicU64::default(),
             sweep_now: tokio::sync::Notify::new(),
             reconciled: tokio::sync::watch::Sender::new(false),
+            catalog: tokio::sync::Mutex::default(),
             store,
             settings,
             stats: Stats::default(),

@@ -47,7 +47,7 @@ pub async fn tags(
 /// path-prefix form, which routes back here). Always answered from the cache: it is what
 /// an air-gapped site can offer, and most upstreams do not serve a catalog anyway.
 pub async fn catalog(app: &Arc<App>, who: &Identity, query: Option<&str>, head: bool) -> Result<Response<Body>> {
-    let mut repositories = app.cache.catalog().await?;
+    let mut repositories = app.cache.catalog().await?.as_ref().clone();
     repositories.retain(|r| app.access.authorize(who, r).is_ok());
     let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
     let last = query_param(query, "last");

@@ -128,6 +128,9 @@ pub struct Index {
     contexts: sled::Tree,
     allowed_blobs: sled::Tree,
     access: Mutex<HashMap<Digest, (u64, u64)>>,
+    /// Bumped when a tag or manifest record appears or goes: the repositories the index
+    /// holds may have changed. Lets the catalog be recomputed only then.
+    names_changed: std::sync::atomic::AtomicU64,
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -200,6 +203,7 @@ impl Index {
             contexts: db.open_tree("contexts")?,
             allowed_blobs: db.open_tree("allowed_blobs")?,
             access: Mutex::new(HashMap::new()),
+            names_changed: std::sync::atomic::AtomicU64::new(0),
             db,
         })
     }
@@ -291,7 +295,9 @@ impl Index {
     /// Bytes first, then the record: a record is never visible without its bytes.
     pub fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
         self.manifest_bytes.insert(d.to_string(), bytes)?;
-        put(&self.manifests, d.to_string(), r)?;
+        if self.manifests.insert(d.to_string(), serde_json::to_vec(r)?)?.is_none() {
+            self.names_changed();
+        }
         if let Some(subject) = &r.subject {
             self.subjects
                 .insert(key(&[&subject.to_string(), &d.to_string()]), &[])?;
@@ -332,6 +338,7 @@ impl Index {
             return Ok(());
         };
         self.manifests.remove(d.to_string())?;
+        self.names_changed();
         self.manifest_bytes.remove(d.to_string())?;
         if let Some(subject) = &rec.subject {
             self.subjects.remove(key(&[&subject.to_string(), &d.to_string()]))?;
@@ -348,6 +355,9 @@ impl Index {
                 self.tags.remove(k)?;
                 n += 1;
             }
+        }
+        if n > 0 {
+            self.names_changed();
         }
         Ok(n)
     }
@@ -388,15 +398,29 @@ impl Index {
     }
 
     pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
-        put(&self.tags, key(&[upstream, repo, tag, class]), r)
+        let k = key(&[upstream, repo, tag, class]);
+        if self.tags.insert(k, serde_json::to_vec(r)?)?.is_none() {
+            self.names_changed();
+        }
+        Ok(())
     }
 
     pub fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()> {
         let prefix = key(&[upstream, repo, tag, ""]);
         for k in self.tags.scan_prefix(prefix).keys() {
             self.tags.remove(k?)?;
+            self.names_changed();
         }
         Ok(())
+    }
+
+    fn names_changed(&self) {
+        self.names_changed.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes with every tag or manifest record that appears or goes.
+    pub fn names_generation(&self) -> u64 {
+        self.names_changed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every tag record.

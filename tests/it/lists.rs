@@ -128,3 +128,42 @@ async fn referrers_fall_back_to_the_tag_schema() {
     assert_eq!(none.status, 200);
     assert_eq!(none.json()["manifests"].as_array().unwrap().len(), 0);
 }
+
+/// The catalog lists what is cached, paginated; it is computed again only when a tag or
+/// manifest record appears or goes, not per request (tag revalidation changes nothing).
+#[tokio::test]
+async fn the_catalog_follows_the_cache_and_is_computed_once_per_change() {
+    let (_dir, reg, proxy) = setup(Options::default()).await;
+    reg.put_image("team/b", "v1", &[10], 1);
+    reg.put_image("team/a", "v1", &[10], 2);
+    pull(&proxy, "team/b", "v1").await;
+    let first = proxy.app.cache.catalog().await.unwrap();
+    assert_eq!(*first, vec!["reg.test/team/b".to_owned()]);
+    assert!(std::sync::Arc::ptr_eq(
+        &first,
+        &proxy.app.cache.catalog().await.unwrap()
+    ));
+
+    pull(&proxy, "team/a", "v1").await;
+    let second = get(&proxy.url("/v2/_catalog?n=1")).await;
+    assert_eq!(second.json()["repositories"], serde_json::json!(["reg.test/team/a"]));
+    assert_eq!(
+        second.header("link"),
+        Some("</v2/_catalog?n=1&last=reg.test/team/a>; rel=\"next\"")
+    );
+    let now = proxy.app.cache.catalog().await.unwrap();
+    assert_eq!(*now, vec!["reg.test/team/a".to_owned(), "reg.test/team/b".to_owned()]);
+
+    // The same tag resolved again (an expired TTL, a revalidation) is no new name.
+    let generation = proxy.app.cache.store.index.names_generation();
+    let t = proxy.app.cache.store.index.tags_all().unwrap().remove(0);
+    proxy
+        .app
+        .cache
+        .store
+        .index
+        .put_tag(&t.upstream, &t.repo, &t.tag, &t.class, &t.record)
+        .unwrap();
+    assert_eq!(proxy.app.cache.store.index.names_generation(), generation);
+    assert!(std::sync::Arc::ptr_eq(&now, &proxy.app.cache.catalog().await.unwrap()));
+}
