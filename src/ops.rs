@@ -5,16 +5,12 @@
 //! opened here.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Full};
 
 use crate::app::App;
 use crate::config::Config;
@@ -94,30 +90,25 @@ pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Resul
     if references.is_empty() {
         return Err(Error::Internal("no references to seed".into()));
     }
-    let local = match ask_server(&config, Method::GET, "/v2/").await {
-        Some(_) => None,
-        None => Some(App::build(config.clone())?),
-    };
-    let puller = Arc::new(match &local {
-        Some(app) => seed::Puller::Local(app.clone()),
-        None => seed::Puller::remote(format!("http://{}", loopback(config.listen))),
-    });
-    let terminal = std::io::stderr().is_terminal();
-    let results = seed::seed(puller, references, opts, move |done, total, r, result| {
-        let state = if result.is_ok() { "done" } else { "FAILED" };
-        if terminal {
-            eprint!("\r\x1b[2K[{done}/{total}] {state}: {r}");
-            if done == total {
-                eprintln!();
-            }
-        } else {
-            eprintln!("[{done}/{total}] {state}: {r}");
+    let progress = Progress::new();
+    let results = match seed_on_server(&config, &references, &opts, &progress).await {
+        Some(results) => results?,
+        None => {
+            let app = App::build(config)?;
+            let results = seed::seed(
+                Arc::new(seed::Puller(app.clone())),
+                references,
+                opts,
+                move |done, total, r, result| progress.show(done, total, r, result.is_ok()),
+            )
+            .await;
+            app.cache.flush().await;
+            results
+                .into_iter()
+                .map(|(r, result)| (r, result.map_err(|e| e.to_string())))
+                .collect()
         }
-    })
-    .await;
-    if let Some(app) = local {
-        app.cache.flush().await;
-    }
+    };
     let mut out = String::new();
     let mut all_ok = true;
     for (r, result) in &results {
@@ -135,6 +126,97 @@ pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Resul
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     out.push_str(&format!("{} reference(s), {failed} failed\n", results.len()));
     Ok((out, all_ok))
+}
+
+/// A seed's progress on standard error: one updating line on a terminal, a line per
+/// reference otherwise.
+#[derive(Clone, Copy)]
+struct Progress {
+    terminal: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, done: usize, total: usize, reference: &str, ok: bool) {
+        let state = if ok { "done" } else { "FAILED" };
+        if self.terminal {
+            eprint!("\r\x1b[2K[{done}/{total}] {state}: {reference}");
+            if done == total {
+                eprintln!();
+            }
+        } else {
+            eprintln!("[{done}/{total}] {state}: {reference}");
+        }
+    }
+}
+
+type SeedResults = Vec<(String, std::result::Result<seed::Counts, String>)>;
+
+/// Asks a running server to seed itself, on its operator socket, showing its progress as
+/// it streams; `None` when no server runs.
+async fn seed_on_server(
+    config: &Config,
+    references: &[String],
+    opts: &seed::Options,
+    progress: &Progress,
+) -> Option<Result<SeedResults>> {
+    let asked = seed::SeedRequest {
+        references: references.to_vec(),
+        options: opts.clone(),
+    };
+    let body = serde_json::to_vec(&asked).ok()?;
+    let resp = match admin_request(config, Method::POST, "/seed", Bytes::from(body)).await? {
+        Ok(resp) => resp,
+        Err(e) => return Some(Err(e)),
+    };
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut buffered = Vec::new();
+    let mut results = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Some(Err(Error::Internal(format!("the server stopped answering: {e}")))),
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        buffered.extend_from_slice(&data);
+        while let Some(end) = buffered.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffered.drain(..=end).collect();
+            match serde_json::from_slice::<seed::Report>(&line) {
+                Ok(seed::Report::Progress {
+                    done,
+                    total,
+                    reference,
+                    ok,
+                }) => progress.show(done, total, &reference, ok),
+                Ok(seed::Report::Result {
+                    reference,
+                    counts,
+                    error,
+                }) => results.push((reference, counts.ok_or_else(|| error.unwrap_or_default()))),
+                Err(_) if !status.is_success() => {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    return Some(Err(Error::Internal(format!("entrepot answered {status}: {text}"))));
+                }
+                Err(e) => return Some(Err(Error::Internal(format!("unexpected seed report: {e}")))),
+            }
+        }
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&buffered).into_owned();
+        return Some(Err(Error::Internal(format!("entrepot answered {status}: {text}"))));
+    }
+    if results.len() != references.len() {
+        return Some(Err(Error::Internal(
+            "the server stopped before the seed was done".into(),
+        )));
+    }
+    Some(Ok(results))
 }
 
 /// Writes what is cached (or a selection) as an OCI image layout: a tar archive when `out`
@@ -206,20 +288,15 @@ pub async fn import(config: Config, path: &str, placement: Placement) -> Result<
     .map_err(Error::internal)?
 }
 
-/// Where to reach a server listening on `listen` from this host.
-fn loopback(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port())
-}
-
-/// The running server's answer on its operator socket, or `None` when no server listens
+/// A request on the running server's operator socket, or `None` when no server listens
 /// there. A socket this user may not open is an error: a server runs, and opening its data
 /// directory here would only fail on the index lock.
-async fn ask_admin(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
+async fn admin_request(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Option<Result<http::Response<hyper::body::Incoming>>> {
     let socket = config.data_dir.join(crate::http::admin::SOCKET);
     let stream = match tokio::net::UnixStream::connect(&socket).await {
         Ok(s) => s,
@@ -238,32 +315,21 @@ async fn ask_admin(config: &Config, method: Method, path: &str) -> Option<Result
             .method(method)
             .uri(path)
             .header(http::header::HOST, "entrepot")
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .expect("a valid request");
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+        sender.send_request(req).await
     };
-    Some(match ask.await {
-        Ok((status, body)) if status.is_success() => Ok(body),
-        Ok((status, body)) => Err(Error::Internal(format!("entrepot answered {status}: {body}"))),
-        Err(e) => Err(Error::Internal(format!("entrepot at {}: {e}", socket.display()))),
-    })
+    Some(
+        ask.await
+            .map_err(|e| Error::Internal(format!("entrepot at {}: {e}", socket.display()))),
+    )
 }
 
-/// The running server's answer on its listener, or `None` when nothing answers at `listen`.
-async fn ask_server(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
-    let addr = loopback(config.listen);
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .ok()?;
-    let resp = match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
-        Ok(Ok(r)) => r,
-        _ => return None,
+/// The running server's answer on its operator socket, or `None` when no server runs.
+async fn ask_admin(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
+    let resp = match admin_request(config, method, path, Bytes::new()).await? {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
     };
     let status = resp.status();
     let body = match resp.into_body().collect().await {
@@ -273,6 +339,6 @@ async fn ask_server(config: &Config, method: Method, path: &str) -> Option<Resul
     Some(if status.is_success() {
         Ok(body)
     } else {
-        Err(Error::Internal(format!("entrepot at {addr} answered {status}: {body}")))
+        Err(Error::Internal(format!("entrepot answered {status}: {body}")))
     })
 }

@@ -2,27 +2,24 @@
 //! path (auth, policies and all): every manifest, the children of an index (all platforms or
 //! those named), their blobs, and optionally their referrers. References run in parallel,
 //! up to a bound; what is cached already is not fetched again, so a seed can be re-run to
-//! resume. With a server running, it pulls through that server (which holds the index).
+//! resume. With a server running, the server seeds itself (it holds the index), asked on
+//! its operator socket (`http::admin`), and reports progress as it goes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::target;
 use crate::oci::manifest::{self, Descriptor};
-use crate::oci::media::{self, AcceptClass};
+use crate::oci::media::AcceptClass;
 use crate::oci::Digest;
 use crate::policy::filter::platform_string;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Options {
     /// `os/arch[/variant]` globs; empty means every platform of an index.
     pub platforms: Vec<String>,
@@ -30,21 +27,57 @@ pub struct Options {
     pub parallel: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub manifests: usize,
     pub blobs: usize,
     pub bytes: u64,
 }
 
-/// Where content is pulled from: this process's own cache, or a running server's.
-pub enum Puller {
-    Local(Arc<App>),
-    Remote {
-        base: String,
-        client: Box<Client<HttpConnector, Empty<Bytes>>>,
+/// What `entrepot seed` sends a running server on its operator socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SeedRequest {
+    pub references: Vec<String>,
+    pub options: Options,
+}
+
+/// What the server streams back, one JSON object a line: progress as references finish,
+/// then the result of each, in the order given.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    Progress {
+        done: usize,
+        total: usize,
+        reference: String,
+        ok: bool,
+    },
+    Result {
+        reference: String,
+        counts: Option<Counts>,
+        error: Option<String>,
     },
 }
+
+impl Report {
+    pub fn result(reference: String, result: &Result<Counts>) -> Report {
+        Report::Result {
+            reference,
+            counts: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+        }
+    }
+
+    /// One line of the stream.
+    pub fn line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+}
+
+/// Where content is pulled from: a cache, through its normal upstream path.
+pub struct Puller(pub Arc<App>);
 
 struct Pulled {
     digest: Digest,
@@ -52,105 +85,31 @@ struct Pulled {
 }
 
 impl Puller {
-    pub fn remote(base: String) -> Puller {
-        Puller::Remote {
-            base,
-            client: Box::new(Client::builder(TokioExecutor::new()).build_http()),
-        }
-    }
-
     async fn manifest(&self, name: &str, reference: &str) -> Result<Pulled> {
-        let (digest, media_type, bytes) = match self {
-            Puller::Local(app) => {
-                let t = target::resolve(&app.upstreams, name, None)?;
-                let answer = if reference.contains(':') {
-                    let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
-                    app.cache.manifest_by_digest(&t, &d).await?
-                } else {
-                    app.cache.manifest_by_tag(&t, reference, AcceptClass::ALL).await?
-                };
-                (
-                    answer.manifest.digest,
-                    answer.manifest.media_type,
-                    answer.manifest.bytes,
-                )
-            }
-            Puller::Remote { .. } => {
-                let (headers, bytes) = self.get(&format!("/v2/{name}/manifests/{reference}"), true).await?;
-                let digest = match headers.get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-                    Some(d) => d
-                        .parse()
-                        .map_err(|e| Error::Internal(format!("bad digest from the server: {e}")))?,
-                    None => Digest::sha256_of(&bytes),
-                };
-                let media = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(media::OCI_MANIFEST)
-                    .to_owned();
-                (digest, media, bytes)
-            }
+        let app = &self.0;
+        let t = target::resolve(&app.upstreams, name, None)?;
+        let answer = if reference.contains(':') {
+            let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
+            app.cache.manifest_by_digest(&t, &d).await?
+        } else {
+            app.cache.manifest_by_tag(&t, reference, AcceptClass::ALL).await?
         };
-        let parsed = manifest::parse(&bytes, Some(&media_type)).map_err(Error::internal)?;
-        Ok(Pulled { digest, parsed })
+        let m = answer.manifest;
+        let parsed = manifest::parse(&m.bytes, Some(&m.media_type)).map_err(Error::internal)?;
+        Ok(Pulled {
+            digest: m.digest,
+            parsed,
+        })
     }
 
     async fn blob(&self, name: &str, d: &Digest) -> Result<u64> {
-        match self {
-            Puller::Local(app) => {
-                let t = target::resolve(&app.upstreams, name, None)?;
-                app.cache.fetch_blob(&t, d).await
-            }
-            Puller::Remote { .. } => Ok(self.get(&format!("/v2/{name}/blobs/{d}"), false).await?.1.len() as u64),
-        }
+        let t = target::resolve(&self.0.upstreams, name, None)?;
+        self.0.cache.fetch_blob(&t, d).await
     }
 
     async fn referrers(&self, name: &str, d: &Digest) -> Result<Vec<Descriptor>> {
-        match self {
-            Puller::Local(app) => {
-                let t = target::resolve(&app.upstreams, name, None)?;
-                Ok(app.cache.referrers(&t, d).await?.items)
-            }
-            Puller::Remote { .. } => {
-                let (_, bytes) = self.get(&format!("/v2/{name}/referrers/{d}"), false).await?;
-                Ok(manifest::parse(&bytes, Some(media::OCI_INDEX))
-                    .map_err(Error::internal)?
-                    .manifests)
-            }
-        }
-    }
-
-    /// A GET to the running server, its body read whole (blobs are counted, not kept: the
-    /// point is that the server caches them).
-    async fn get(&self, path: &str, manifest: bool) -> Result<(http::HeaderMap, Bytes)> {
-        let Puller::Remote { base, client } = self else {
-            return Err(Error::internal("not remote"));
-        };
-        let mut req = Request::get(format!("{base}{path}"));
-        if manifest {
-            req = req.header(header::ACCEPT, AcceptClass::ALL.header_value());
-        }
-        let resp = client
-            .request(req.body(Empty::new()).map_err(Error::internal)?)
-            .await
-            .map_err(Error::internal)?;
-        let (parts, mut body) = resp.into_parts();
-        let mut kept = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.map_err(Error::internal)?.into_data() {
-                if manifest || parts.status != StatusCode::OK || kept.len() < 1 << 20 {
-                    kept.extend_from_slice(&data);
-                }
-            }
-        }
-        if parts.status != StatusCode::OK {
-            return Err(Error::Internal(format!(
-                "{path}: {} {}",
-                parts.status,
-                String::from_utf8_lossy(&kept)
-            )));
-        }
-        Ok((parts.headers, kept.freeze()))
+        let t = target::resolve(&self.0.upstreams, name, None)?;
+        Ok(self.0.cache.referrers(&t, d).await?.items)
     }
 }
 

@@ -26,7 +26,7 @@ async fn site(reg: &TestRegistry, extra: &str) -> Site {
 }
 
 async fn seed_all(proxy: &TestProxy, refs: &[&str], referrers: bool) {
-    let puller = Arc::new(Puller::Local(proxy.app.clone()));
+    let puller = Arc::new(Puller(proxy.app.clone()));
     let opts = seed::Options {
         platforms: vec![],
         referrers,

@@ -272,6 +272,22 @@ fn gc_stats_and_policy_check_commands_work_on_a_stopped_and_a_running_cache() {
     assert!(stats.contains("images") && stats.contains("total"), "{stats}");
     let dry = run(&["gc", "--dry-run"]);
     assert!(dry.starts_with("would evict 0 item(s)"), "{dry}");
+    // The server seeds itself and reports each reference back, refusals included.
+    let seeded = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["seed", "reg.test/team/app:v1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&seeded.stdout),
+        String::from_utf8_lossy(&seeded.stderr),
+    );
+    assert!(!seeded.status.success(), "a refused reference fails the seed");
+    assert!(
+        stdout.contains("FAILED reg.test/team/app:v1") && stdout.contains("v1 is withdrawn"),
+        "{stdout}{stderr}"
+    );
+    assert!(stderr.contains("[1/1] FAILED: reg.test/team/app:v1"), "{stderr}");
     let _ = server.kill();
     let _ = server.wait();
     drop(reg);
