@@ -291,6 +291,7 @@ async fn serve(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = entrepot::server::bind_admin_socket(&app);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -300,7 +301,7 @@ async fn serve(cfg: Config) -> ExitCode {
     };
     let upstreams: Vec<&str> = app.config.upstreams.iter().map(|u| u.name.as_str()).collect();
     tracing::info!(%listen, offline, ?upstreams, data_dir = %app.config.data_dir.display(), "entrepot serving");
-    entrepot::server::serve(app, listener, shutdown_signal()).await;
+    entrepot::server::serve(app, listener, admin, shutdown_signal()).await;
     ExitCode::SUCCESS
 }
 

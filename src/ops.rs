@@ -8,14 +8,15 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 
 use crate::app::App;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::target;
+use crate::http::body::Body as HttpBody;
+use crate::http::frames::{self, Deframer};
+use crate::http::{admin, target};
 use crate::layout::{
     self,
     export::{Output, Selection},
@@ -170,7 +171,7 @@ async fn seed_on_server(
         options: opts.clone(),
     };
     let body = serde_json::to_vec(&asked).ok()?;
-    let resp = match admin_request(config, Method::POST, "/seed", Bytes::from(body)).await? {
+    let resp = match admin_request(config, Method::POST, "/seed", HttpBody::full(body)).await? {
         Ok(resp) => resp,
         Err(e) => return Some(Err(e)),
     };
@@ -222,6 +223,9 @@ async fn seed_on_server(
 /// Writes what is cached (or a selection) as an OCI image layout: a tar archive when `out`
 /// ends in `.tar` (or is `-`, for standard output), a layout directory otherwise.
 pub async fn export(config: Config, selection: Selection, out: &str) -> Result<String> {
+    if let Some(sender) = admin_connect(&config).await {
+        return export_on_server(sender?, selection, out).await;
+    }
     let app = App::build(config)?;
     let out = out.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -245,21 +249,7 @@ pub async fn export(config: Config, selection: Selection, out: &str) -> Result<S
         } else {
             layout::export::export(store, &selection, Output::Dir(PathBuf::from(&out)))?
         };
-        let mut text = format!(
-            "exported {} manifest(s) ({} tag(s)), {} blob(s), {} bytes\n",
-            summary.manifests, summary.tags, summary.blobs, summary.bytes
-        );
-        if !summary.missing.is_empty() {
-            text.push_str(&format!(
-                "{} referenced blob(s) or manifest(s) are not cached here and were left out\n",
-                summary.missing.len()
-            ));
-        }
-        text.push_str(&format!(
-            "export mark: {} (pass --since {} to export only what is newer)\n",
-            summary.mark, summary.mark
-        ));
-        Ok(text)
+        Ok(summary.text())
     })
     .await
     .map_err(Error::internal)?
@@ -267,6 +257,9 @@ pub async fn export(config: Config, selection: Selection, out: &str) -> Result<S
 
 /// Loads an OCI image layout (directory, tar file, or `-` for a tar on standard input).
 pub async fn import(config: Config, path: &str, placement: Placement) -> Result<String> {
+    if let Some(sender) = admin_connect(&config).await {
+        return import_on_server(sender?, path, placement).await;
+    }
     let app = App::build(config)?;
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -279,24 +272,110 @@ pub async fn import(config: Config, path: &str, placement: Placement) -> Result<
             Source::Tar(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
         };
         let s = layout::import::import(&app.cache.store, &app.upstreams, source, &placement)?;
-        Ok(format!(
-            "imported {} manifest(s), {} tag(s), {} new blob(s) ({} bytes), {} blob(s) already cached\n",
-            s.manifests, s.tags, s.blobs_added, s.bytes_added, s.blobs_present
-        ))
+        Ok(s.text())
     })
     .await
     .map_err(Error::internal)?
 }
 
-/// A request on the running server's operator socket, or `None` when no server listens
+/// Export by a running server: a directory it writes itself, or a tar archive it streams
+/// here in frames, written to `out` (aside, then renamed) or to standard output.
+async fn export_on_server(sender: AdminSender, selection: Selection, out: &str) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let to_dir = out != "-" && !out.ends_with(".tar");
+    let dir = if to_dir { Some(std::path::absolute(out)?) } else { None };
+    let asked = admin::ExportRequest { selection, dir };
+    let body = HttpBody::full(serde_json::to_vec(&asked).map_err(Error::internal)?);
+    let resp = admin_send(sender, Method::POST, "/export", body).await?;
+    if to_dir || !resp.status().is_success() {
+        return text_of(resp).await;
+    }
+    let partial = (out != "-").then(|| format!("{out}.partial"));
+    let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &partial {
+        Some(p) => Box::new(tokio::fs::File::create(p).await?),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let streamed = async {
+        let mut body = resp.into_body();
+        let mut frames = Deframer::default();
+        while let Some(piece) = body.frame().await {
+            frames.push(&piece.map_err(Error::internal)?.into_data().unwrap_or_default());
+            while let Some((kind, bytes)) = frames.next_frame()? {
+                match kind {
+                    frames::DATA => sink.write_all(&bytes).await?,
+                    frames::SUMMARY => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                    _ => return Err(Error::Internal(String::from_utf8_lossy(&bytes).into_owned())),
+                }
+            }
+        }
+        Err(Error::Internal("the server stopped before the export was done".into()))
+    }
+    .await;
+    let finished = match streamed {
+        Ok(summary) => sink.flush().await.map(|()| summary).map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    drop(sink);
+    match (finished, partial) {
+        (Ok(summary), Some(p)) => {
+            std::fs::rename(&p, out)?;
+            Ok(summary)
+        }
+        (Err(e), Some(p)) => {
+            let _ = std::fs::remove_file(p);
+            Err(e)
+        }
+        (result, None) => result,
+    }
+}
+
+/// Import by a running server: a directory it reads itself, or a tar archive (a file, or
+/// standard input) streamed there in frames after the options.
+async fn import_on_server(sender: AdminSender, path: &str, placement: Placement) -> Result<String> {
+    let dir = if path != "-" && Path::new(path).is_dir() {
+        Some(std::path::absolute(path)?)
+    } else {
+        None
+    };
+    let is_dir = dir.is_some();
+    let asked = admin::ImportRequest { placement, dir };
+    let first = frames::frame(frames::JSON, &serde_json::to_vec(&asked).map_err(Error::internal)?);
+    let body = if is_dir {
+        HttpBody::full(first)
+    } else {
+        let mut input: Box<dyn std::io::Read + Send> = if path == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(path).map_err(|e| Error::Internal(format!("{path}: {e}")))?)
+        };
+        let (tx, body) = HttpBody::channel(4, None);
+        tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(Ok(first)).is_err() {
+                return;
+            }
+            let mut piece = vec![0u8; 1 << 20];
+            loop {
+                let sent = match input.read(&mut piece) {
+                    Ok(0) => break,
+                    Ok(n) => tx.blocking_send(Ok(frames::frame(frames::DATA, &piece[..n]))),
+                    Err(e) => tx.blocking_send(Err(e)),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        });
+        body
+    };
+    text_of(admin_send(sender, Method::POST, "/import", body).await?).await
+}
+
+type AdminSender = hyper::client::conn::http1::SendRequest<HttpBody>;
+
+/// A connection to the running server's operator socket, or `None` when no server listens
 /// there. A socket this user may not open is an error: a server runs, and opening its data
 /// directory here would only fail on the index lock.
-async fn admin_request(
-    config: &Config,
-    method: Method,
-    path: &str,
-    body: Bytes,
-) -> Option<Result<http::Response<hyper::body::Incoming>>> {
+async fn admin_connect(config: &Config) -> Option<Result<AdminSender>> {
     let socket = config.data_dir.join(crate::http::admin::SOCKET);
     let stream = match tokio::net::UnixStream::connect(&socket).await {
         Ok(s) => s,
@@ -308,37 +387,63 @@ async fn admin_request(
         }
         Err(_) => return None,
     };
-    let ask = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "entrepot")
-            .body(Full::new(body))
-            .expect("a valid request");
-        sender.send_request(req).await
-    };
-    Some(
-        ask.await
-            .map_err(|e| Error::Internal(format!("entrepot at {}: {e}", socket.display()))),
-    )
+    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await;
+    Some(match handshake {
+        Ok((sender, conn)) => {
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+        Err(e) => Err(Error::Internal(format!("entrepot at {}: {e}", socket.display()))),
+    })
+}
+
+async fn admin_send(
+    mut sender: AdminSender,
+    method: Method,
+    path: &str,
+    body: HttpBody,
+) -> Result<http::Response<hyper::body::Incoming>> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "entrepot")
+        .body(body)
+        .map_err(Error::internal)?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| Error::Internal(format!("the running entrepot: {e}")))
+}
+
+/// A request on the operator socket, or `None` when no server runs.
+async fn admin_request(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: HttpBody,
+) -> Option<Result<http::Response<hyper::body::Incoming>>> {
+    Some(match admin_connect(config).await? {
+        Ok(sender) => admin_send(sender, method, path, body).await,
+        Err(e) => Err(e),
+    })
+}
+
+/// A response's text, or an error carrying it when the status is not a success.
+async fn text_of(resp: http::Response<hyper::body::Incoming>) -> Result<String> {
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(Error::internal)?.to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status.is_success() {
+        Ok(text)
+    } else {
+        Err(Error::Internal(format!("entrepot answered {status}: {text}")))
+    }
 }
 
 /// The running server's answer on its operator socket, or `None` when no server runs.
 async fn ask_admin(config: &Config, method: Method, path: &str) -> Option<Result<String>> {
-    let resp = match admin_request(config, method, path, Bytes::new()).await? {
-        Ok(r) => r,
-        Err(e) => return Some(Err(e)),
-    };
-    let status = resp.status();
-    let body = match resp.into_body().collect().await {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-        Err(e) => return Some(Err(Error::internal(e))),
-    };
-    Some(if status.is_success() {
-        Ok(body)
-    } else {
-        Err(Error::Internal(format!("entrepot answered {status}: {body}")))
+    Some(match admin_request(config, method, path, HttpBody::empty()).await? {
+        Ok(resp) => text_of(resp).await,
+        Err(e) => Err(e),
     })
 }

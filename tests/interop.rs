@@ -507,7 +507,8 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         );
     }
 
-    // Site A: seed through the running server, then export with the server stopped.
+    // Site A: seed and export the archive through the running server (its operator
+    // socket), then export a layout directory with the server stopped.
     let refs: Vec<String> = images
         .iter()
         .map(|(i, _)| format!("registry.interop.test/{i}"))
@@ -516,12 +517,17 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
     seed_args.extend(refs.iter().map(String::as_str));
     let seeded = entrepot(&seed_args, &w.entrepot_config);
     assert!(seeded.contains("3 reference(s), 0 failed"), "{seeded}");
-    w.entrepot.terminate();
     let bundle = w.dir.join("site-b.tar");
     let layout = w.dir.join("site-b-layout");
     let exported = entrepot(&["export", "--out", bundle.to_str().unwrap()], &w.entrepot_config);
     assert!(exported.contains("3 tag(s)"), "{exported}");
-    entrepot(&["export", "--out", layout.to_str().unwrap()], &w.entrepot_config);
+    w.entrepot.terminate();
+    let stopped = entrepot(&["export", "--out", layout.to_str().unwrap()], &w.entrepot_config);
+    assert_eq!(
+        stopped.lines().next(),
+        exported.lines().next(),
+        "the same content either way"
+    );
     w.registry.stop();
 
     // Other tools read what entrepot wrote.
@@ -568,14 +574,16 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         );
     }
 
-    // An archive skopeo made imports too, placed with --repository.
+    // An archive skopeo made imports too, placed with --repository, into a running site
+    // (through its operator socket).
     let skopeo_archive = w.dir.join("skopeo.tar");
     run(Command::new("skopeo")
         .arg("copy")
         .arg(format!("dir:{}", w.dir.join("direct-0").display()))
         .arg(format!("oci-archive:{}:v7", skopeo_archive.display())));
     let (c_addr, c_config) = entrepot_config(&w.dir, "site-c", &offline);
-    entrepot(
+    let _site_c = serve_entrepot(&w.dir, "site-c", &c_config, &c_addr);
+    let imported = entrepot(
         &[
             "import",
             "--repository",
@@ -584,7 +592,7 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         ],
         &c_config,
     );
-    let _site_c = serve_entrepot(&w.dir, "site-c", &c_config, &c_addr);
+    assert!(imported.contains("1 manifest(s)"), "{imported}");
     let via_c = run(Command::new("skopeo").args([
         "inspect",
         "--raw",

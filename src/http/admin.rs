@@ -7,54 +7,167 @@
 //! - `GET /stats`: count, bytes and hits per retention class and per upstream, and policy
 //!   decisions by rule;
 //! - `POST /seed`: seeds the references of a JSON `seed::SeedRequest`, streaming
-//!   `seed::Report` lines (progress, then results). The seed goes on if the caller leaves.
+//!   `seed::Report` lines (progress, then results). The seed goes on if the caller leaves;
+//! - `POST /export`: an `ExportRequest`; into a directory the server writes, or as a tar
+//!   archive streamed back in frames (`http::frames`), then its summary;
+//! - `POST /import`: frames: an `ImportRequest`, then the tar archive (unless it names a
+//!   directory the server reads); answers the summary once the bundle is verified and in.
+//!
+//! So export and import no longer need the server stopped.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
 
 use super::body::Body;
+use super::frames::{self, Deframer, FrameReader, FrameWriter};
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::layout::{
+    self,
+    export::{Output, Selection},
+    import::{Placement, Source},
+};
 use crate::seed::{self, Puller, Report, SeedRequest};
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
 
 /// The hyper service of the socket. Errors are answered as the distribution-spec JSON.
-pub async fn serve<B>(app: Arc<App>, req: Request<B>) -> std::result::Result<Response<Body>, Infallible>
-where
-    B: http_body::Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let head = req.method() == Method::HEAD;
-    if req.uri().path() == "/seed" && req.method() == Method::POST {
-        return Ok(seed(app, req.into_body())
-            .await
-            .unwrap_or_else(|e| e.to_response(false)));
-    }
-    Ok(match answer(&app, req.method(), req.uri().path()).await {
-        Ok(text) => {
-            let mut resp = Response::new(Body::full(text));
-            *resp.status_mut() = StatusCode::OK;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            resp
-        }
-        Err(e) => e.to_response(head),
-    })
+/// What `entrepot export` asks a running server.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportRequest {
+    pub selection: Selection,
+    /// Write an image layout directory here (an absolute path) rather than stream a tar.
+    pub dir: Option<PathBuf>,
 }
 
-async fn seed<B>(app: Arc<App>, body: B) -> Result<Response<Body>>
-where
-    B: http_body::Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// What `entrepot import` asks a running server, in its first frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportRequest {
+    pub placement: Placement,
+    /// Read an image layout directory here (an absolute path) rather than the tar frames.
+    pub dir: Option<PathBuf>,
+}
+
+pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> std::result::Result<Response<Body>, Infallible> {
+    let head = req.method() == Method::HEAD;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let answered = match (&method, path.as_str()) {
+        (&Method::POST, "/seed") => seed(app, req.into_body()).await,
+        (&Method::POST, "/export") => export(app, req.into_body()).await,
+        (&Method::POST, "/import") => import(app, req.into_body()).await,
+        _ => answer(&app, &method, &path).await.map(text),
+    };
+    Ok(answered.unwrap_or_else(|e| e.to_response(head)))
+}
+
+fn text(text: String) -> Response<Body> {
+    let mut resp = Response::new(Body::full(text));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn bad_request(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Unsupported(format!("{what}: {e}"))
+}
+
+async fn export(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
+    let bytes = http_body_util::Limited::new(body, 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| bad_request("export request", e))?
+        .to_bytes();
+    let asked: ExportRequest = serde_json::from_slice(&bytes).map_err(|e| bad_request("export request", e))?;
+    if let Some(dir) = asked.dir {
+        let summary = tokio::task::spawn_blocking(move || {
+            layout::export::export(&app.cache.store, &asked.selection, Output::Dir(dir))
+        })
+        .await
+        .map_err(Error::internal)??;
+        return Ok(text(summary.text()));
+    }
+    let (tx, body) = Body::channel(4, None);
+    tokio::task::spawn_blocking(move || {
+        let archive = Box::new(FrameWriter::new(tx.clone()));
+        let result = layout::export::export(&app.cache.store, &asked.selection, Output::Tar(archive));
+        let last = FrameWriter::new(tx);
+        let _ = match result {
+            Ok(summary) => last.finish(frames::SUMMARY, &summary.text()),
+            Err(e) => last.finish(frames::ERROR, &e.to_string()),
+        };
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+async fn import(app: Arc<App>, mut body: Incoming) -> Result<Response<Body>> {
+    let mut frames = Deframer::default();
+    let asked: ImportRequest = loop {
+        if let Some((kind, bytes)) = frames.next_frame()? {
+            if kind != frames::JSON {
+                return Err(bad_request("import request", "the options come first"));
+            }
+            break serde_json::from_slice(&bytes).map_err(|e| bad_request("import request", e))?;
+        }
+        match body.frame().await {
+            Some(Ok(f)) => frames.push(&f.into_data().unwrap_or_default()),
+            Some(Err(e)) => return Err(bad_request("import request", e)),
+            None => return Err(bad_request("import request", "no options")),
+        }
+    };
+    let (fwd, data) = tokio::sync::mpsc::channel(4);
+    let source = match asked.dir {
+        Some(dir) => Source::Dir(dir),
+        None => Source::Tar(Box::new(FrameReader::new(data))),
+    };
+    let this = app.clone();
+    let importing = tokio::task::spawn_blocking(move || {
+        layout::import::import(&this.cache.store, &this.upstreams, source, &asked.placement)
+    });
+    // The tar's frames go to the import as they come; it stops taking them on an error.
+    'body: loop {
+        while let Some((kind, bytes)) = frames.next_frame()? {
+            if kind == frames::DATA && fwd.send(Ok(bytes)).await.is_err() {
+                break 'body;
+            }
+        }
+        match body.frame().await {
+            Some(Ok(f)) => frames.push(&f.into_data().unwrap_or_default()),
+            Some(Err(e)) => {
+                let _ = fwd.send(Err(std::io::Error::other(e))).await;
+                break;
+            }
+            None if !frames.is_empty() => {
+                let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the archive was cut short");
+                let _ = fwd.send(Err(cut)).await;
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(fwd);
+    let summary = importing.await.map_err(Error::internal)??;
+    app.cache.flush().await;
+    Ok(text(summary.text()))
+}
+
+async fn seed(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
     let bytes = http_body_util::Limited::new(body, 1 << 20)
         .collect()
         .await

@@ -7,6 +7,7 @@
 pub mod admin;
 mod blobs;
 pub mod body;
+pub mod frames;
 pub mod headers;
 mod lists;
 mod manifests;

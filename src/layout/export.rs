@@ -17,7 +17,7 @@ use crate::policy::glob::Globs;
 use crate::store::index::{now_ms, TagEntry};
 use crate::store::Store;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Selection {
     pub upstream: Option<Globs>,
     pub repository: Option<Globs>,
@@ -41,6 +41,27 @@ pub struct Summary {
     pub missing: Vec<Digest>,
     /// Pass to `--since` next time to export only what is new.
     pub mark: u64,
+}
+
+impl Summary {
+    /// What `entrepot export` prints.
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "exported {} manifest(s) ({} tag(s)), {} blob(s), {} bytes\n",
+            self.manifests, self.tags, self.blobs, self.bytes
+        );
+        if !self.missing.is_empty() {
+            text.push_str(&format!(
+                "{} referenced blob(s) or manifest(s) are not cached here and were left out\n",
+                self.missing.len()
+            ));
+        }
+        text.push_str(&format!(
+            "export mark: {} (pass --since {} to export only what is newer)\n",
+            self.mark, self.mark
+        ));
+        text
+    }
 }
 
 /// One `index.json` entry.

@@ -25,7 +25,7 @@ pub enum Source {
 }
 
 /// Where entries without entrepot's annotations go (a bundle skopeo wrote, say).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     pub upstream: Option<String>,
     pub repository: Option<String>,
@@ -38,6 +38,16 @@ pub struct Summary {
     pub blobs_added: usize,
     pub blobs_present: usize,
     pub bytes_added: u64,
+}
+
+impl Summary {
+    /// What `entrepot import` prints.
+    pub fn text(&self) -> String {
+        format!(
+            "imported {} manifest(s), {} tag(s), {} new blob(s) ({} bytes), {} blob(s) already cached\n",
+            self.manifests, self.tags, self.blobs_added, self.bytes_added, self.blobs_present
+        )
+    }
 }
 
 /// The largest `index.json` read.

@@ -2,7 +2,7 @@
 //! `?` one character; everything else matches itself. A field takes one glob or a list of
 //! them, and matches when any of them does.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether `text` matches `pattern`.
 pub fn matches(pattern: &str, text: &str) -> bool {
@@ -34,7 +34,7 @@ pub fn matches(pattern: &str, text: &str) -> bool {
 }
 
 /// One glob or a list of globs, as written in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Globs {
     One(String),

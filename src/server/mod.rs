@@ -25,7 +25,14 @@ const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes, then drains connections for up to `shutdown_grace`
 /// and flushes the index.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// `admin` is the operator socket (`bind_admin_socket`), bound before `listener` so that
+/// whoever sees the listener up finds the socket too.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    admin: Option<UnixListener>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -37,7 +44,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
-    let admin = bind_admin_socket(&app);
     let background = [
         tokio::spawn(serve_admin(app.clone(), admin)),
         tokio::spawn(reconcile_store(app.clone())),
@@ -106,7 +112,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 /// Binds the operator socket, readable and writable by its owner only. It is bound under a
 /// temporary name, restricted, then renamed into place: nobody else can connect in between.
 /// A socket left by a killed server is replaced (the index lock rules out a live one).
-fn bind_admin_socket(app: &App) -> Option<UnixListener> {
+pub fn bind_admin_socket(app: &App) -> Option<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let path = app.config.data_dir.join(admin::SOCKET);
     let temp = app

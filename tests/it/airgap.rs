@@ -263,3 +263,103 @@ async fn a_layout_with_only_a_tag_for_ref_name_is_placed_by_repository() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The released binary, run as a server or as a command on a config.
+struct Binary {
+    config: std::path::PathBuf,
+}
+
+impl Binary {
+    fn config(dir: &std::path::Path, name: &str, port: u16, body: &str) -> Binary {
+        let config = dir.join(format!("{name}.toml"));
+        let data = dir.join(format!("{name}-data"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{body}",
+                data.display().to_string()
+            ),
+        )
+        .unwrap();
+        Binary { config }
+    }
+
+    fn serve(&self, port: u16) -> std::process::Child {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port);
+        child
+    }
+
+    /// Runs a command, feeding it `stdin`; its stdout and stderr, asserting success.
+    fn run(&self, args: &[&str], stdin: &[u8]) -> (Vec<u8>, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        (out.stdout, stderr)
+    }
+}
+
+/// Export and import with both servers running, through their operator sockets: a tar on
+/// standard output into a running offline site on standard input, and a layout directory.
+#[test]
+fn export_and_import_through_running_servers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reg = rt.block_on(TestRegistry::start());
+    let (image, _, _) = reg.put_image("team/app", "v1", &[3000, 70_000], 5);
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = Binary::config(dir.path(), "a", a_port, &upstream("reg.test", &reg.url(), ""));
+    let offline = format!("offline = true\n{}", upstream("reg.test", "http://127.0.0.1:9", ""));
+    let b = Binary::config(dir.path(), "b", b_port, &offline);
+    let mut site_a = a.serve(a_port);
+    let mut site_b = b.serve(b_port);
+
+    a.run(&["seed", "reg.test/team/app:v1"], b"");
+    let (archive, summary) = a.run(&["export", "--out", "-"], b"");
+    assert!(
+        summary.contains("exported 1 manifest(s) (1 tag(s)), 3 blob(s)"),
+        "{summary}"
+    );
+    assert_eq!(&archive[..10], b"oci-layout", "a tar whose first entry is oci-layout");
+    let layout = dir.path().join("layout");
+    a.run(&["export", "--out", layout.to_str().unwrap()], b"");
+    assert!(layout.join("index.json").is_file());
+
+    let (imported, _) = b.run(&["import", "-"], &archive);
+    let imported = String::from_utf8_lossy(&imported);
+    assert!(
+        imported.contains("1 manifest(s), 1 tag(s), 3 new blob(s)"),
+        "{imported}"
+    );
+    let (again, _) = b.run(&["import", layout.to_str().unwrap()], b"");
+    assert!(String::from_utf8_lossy(&again).contains("0 new blob(s)"));
+
+    let served = rt.block_on(get(&format!("http://127.0.0.1:{b_port}/v2/team/app/manifests/v1")));
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("docker-content-digest"), Some(image.as_str()));
+    for child in [&mut site_a, &mut site_b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -35,7 +35,8 @@ impl TestProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(entrepot::server::serve(app.clone(), listener, async {
+        let admin = entrepot::server::bind_admin_socket(&app);
+        let task = tokio::spawn(entrepot::server::serve(app.clone(), listener, admin, async {
             let _ = stopped.await;
         }));
         TestProxy {
