@@ -39,7 +39,6 @@ use crate::seed::{self, Puller, Report, SeedRequest};
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
 
-/// The hyper service of the socket. Errors are answered as the distribution-spec JSON.
 /// What `entrepot export` asks a running server.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExportRequest {
@@ -56,6 +55,7 @@ pub struct ImportRequest {
     pub dir: Option<PathBuf>,
 }
 
+/// The hyper service of the socket. Errors are answered as the distribution-spec JSON.
 pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> std::result::Result<Response<Body>, Infallible> {
     let head = req.method() == Method::HEAD;
     let method = req.method().clone();
