@@ -343,6 +343,12 @@ impl Cache {
             "Blob bytes on disk.",
             &one(self.stored_bytes.load(Relaxed) as f64),
         );
+        metrics::gauge(
+            &mut out,
+            "entrepot_store_reconciled",
+            "1 once blob files and index records have been reconciled since start-up (retention waits for it).",
+            &one(if self.is_reconciled() { 1.0 } else { 0.0 }),
+        );
         let by_class: Vec<_> = (self.class_bytes.lock().unwrap_or_else(|p| p.into_inner()).iter())
             .map(|(c, b)| (vec![("class", c.clone())], *b as f64))
             .collect();

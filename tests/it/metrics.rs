@@ -76,6 +76,7 @@ async fn metrics_count_a_known_sequence_of_pulls() {
         ) >= 5.0
     );
     assert_eq!(value(&text, "entrepot_store_bytes"), blob_bytes);
+    assert_eq!(value(&text, "entrepot_store_reconciled"), 1.0);
     assert_eq!(value(&text, "entrepot_transfers_in_flight"), 0.0);
     assert_eq!(value(&text, "entrepot_digest_mismatches_total"), 0.0);
 
