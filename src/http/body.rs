@@ -62,7 +62,7 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Body::File(f) => Poll::Ready(f.next_frame().map(Ok)),
+            Body::File(f) => f.poll_frame(cx),
         }
     }
 

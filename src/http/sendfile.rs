@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -164,12 +165,18 @@ impl AsyncRead for SendfileStream {
 
 /// The body of a committed blob on a connection with a queue: placeholder frames for
 /// `pos..end` of `file`.
+///
+/// `sendfile` runs on an async worker, so it must not wait on the disk: a frame is queued
+/// only once its pages are in the page cache. `posix_fadvise(WILLNEED)` asks for the next
+/// frame ahead of time; a frame still not cached when its turn comes (a cold blob in a cache
+/// larger than memory) is read on the blocking pool first.
 pub struct FileBody {
     queue: Queue,
     file: Arc<File>,
     pos: u64,
     end: u64,
     serving: Serving,
+    warming: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl FileBody {
@@ -180,6 +187,7 @@ impl FileBody {
             pos: start,
             end: start + len,
             serving,
+            warming: None,
         };
         body.read_ahead(start);
         body
@@ -189,8 +197,7 @@ impl FileBody {
         self.end - self.pos
     }
 
-    /// Asks the kernel to start reading the frame at `from` into the page cache, so that
-    /// `sendfile` finds it there rather than waiting on the disk in an async worker.
+    /// Asks the kernel to start reading the frame at `from` into the page cache.
     fn read_ahead(&self, from: u64) {
         let len = (self.end.saturating_sub(from)).min(FRAME as u64);
         if len > 0 {
@@ -203,10 +210,21 @@ impl FileBody {
         }
     }
 
-    pub fn next_frame(&mut self) -> Option<Frame<Bytes>> {
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let len = usize::try_from(self.remaining()).unwrap_or(FRAME).min(FRAME);
         if len == 0 {
-            return None;
+            return Poll::Ready(None);
+        }
+        if self.warming.is_none() && !cached(&self.file, self.pos, len) {
+            let (file, pos) = (self.file.clone(), self.pos);
+            self.warming = Some(tokio::task::spawn_blocking(move || warm(&file, pos, len)));
+        }
+        if let Some(warming) = self.warming.as_mut() {
+            let warmed = ready!(Pin::new(warming).poll(cx));
+            self.warming = None;
+            if let Err(e) = warmed.map_err(io::Error::other).and_then(|r| r) {
+                return Poll::Ready(Some(Err(e)));
+            }
         }
         self.queue.push(Range {
             file: self.file.clone(),
@@ -217,8 +235,50 @@ impl FileBody {
         self.pos += len as u64;
         self.read_ahead(self.pos);
         self.serving.sent(len, true);
-        Some(Frame::data(Bytes::from_static(&PLACEHOLDER[..len])))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&PLACEHOLDER[..len])))))
     }
+}
+
+/// Where `cached` looks: every 256 KiB of a frame, and its last byte.
+const PROBE_EVERY: usize = 256 * 1024;
+
+/// Whether a frame is in the page cache: `preadv2(RWF_NOWAIT)` reads only cached bytes, so
+/// a byte read from each stretch of the frame says its pages are there. Where the flag is
+/// not supported every frame counts as uncached (and is read on the blocking pool).
+fn cached(file: &File, pos: u64, len: usize) -> bool {
+    let probe = |at: u64| {
+        let mut byte = [0u8; 1];
+        let read = rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut byte)],
+            at,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        matches!(read, Ok(1))
+    };
+    (0..len)
+        .step_by(PROBE_EVERY)
+        .chain([len - 1])
+        .all(|offset| probe(pos + offset as u64))
+}
+
+/// Reads a frame into the page cache, discarding the bytes. Blocking.
+fn warm(file: &File, pos: u64, len: usize) -> io::Result<()> {
+    let mut scratch = vec![0u8; PROBE_EVERY];
+    let end = pos + len as u64;
+    let mut at = pos;
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(PROBE_EVERY).min(PROBE_EVERY);
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut scratch[..want], at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file shorter than expected",
+            ));
+        }
+        at += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,6 +358,54 @@ mod tests {
         server.queue().push(range);
         let err = server.write_all(slice).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    #[test]
+    fn the_page_cache_probe_and_the_warming_read() {
+        let content: Vec<u8> = (0..FRAME + 5).map(|i| (i % 241) as u8).collect();
+        let file = file_with(&content);
+        file.sync_all().unwrap();
+        let mut read_back = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut read_back).unwrap();
+        assert!(cached(&file, 0, FRAME), "bytes just read are in the page cache");
+        // Dropped from the page cache (clean pages, on a disk file system), the frame is
+        // read back by `warm`, after which it is cached again.
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(!cached(&file, 0, FRAME), "dropped pages are not");
+        warm(&file, 0, FRAME).unwrap();
+        assert!(cached(&file, 0, FRAME));
+        let err = warm(&file, FRAME as u64, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A file body sends the file's bytes whether its frames were cached or had to be read
+    /// in first.
+    #[tokio::test]
+    async fn a_file_body_queues_its_frames_cached_or_not() {
+        let content: Vec<u8> = (0..2 * FRAME + 9).map(|i| (i % 239) as u8).collect();
+        let file = file_with(&content);
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let (mut server, mut client) = pair().await;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let serving =
+            Arc::new(crate::cache::sweep::ServingSet::default()).enter(&crate::oci::Digest::sha256_of(b"x"), &metrics);
+        let mut body = FileBody::new(server.queue(), file, 3, content.len() as u64 - 3, serving);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
+            let data = frame.unwrap().into_data().unwrap();
+            server.write_all(&data).await.unwrap();
+        }
+        server.shutdown().await.unwrap();
+        drop(server);
+        assert!(
+            reader.await.unwrap() == content[3..],
+            "the bytes of the file, from offset 3"
+        );
     }
 
     #[test]
