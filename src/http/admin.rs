@@ -163,6 +163,9 @@ async fn import(app: Arc<App>, mut body: Incoming) -> Result<Response<Body>> {
     }
     drop(fwd);
     let summary = importing.await.map_err(Error::internal)??;
+    app.cache
+        .stored_bytes
+        .fetch_add(summary.bytes_added, std::sync::atomic::Ordering::Relaxed);
     app.cache.flush().await;
     Ok(text(summary.text()))
 }

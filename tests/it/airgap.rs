@@ -355,6 +355,17 @@ fn export_and_import_through_running_servers() {
     let (again, _) = b.run(&["import", layout.to_str().unwrap()], b"");
     assert!(String::from_utf8_lossy(&again).contains("0 new blob(s)"));
 
+    let metrics = rt.block_on(get(&format!("http://127.0.0.1:{b_port}/metrics")));
+    let metrics = String::from_utf8_lossy(metrics.bytes()).into_owned();
+    let stored: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("entrepot_store_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(
+        stored >= 73_000.0,
+        "imported blobs count in the store's bytes: {stored}"
+    );
     let served = rt.block_on(get(&format!("http://127.0.0.1:{b_port}/v2/team/app/manifests/v1")));
     assert_eq!(served.status, 200);
     assert_eq!(served.header("docker-content-digest"), Some(image.as_str()));
