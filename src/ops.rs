@@ -4,7 +4,7 @@
 //! (`<data_dir>/admin.sock`, `http::admin`); when none answers, the data directory is
 //! opened here.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::body::Body as HttpBody;
-use crate::http::frames::{self, Deframer};
+use crate::http::frames::{self, Deframer, FrameWriter};
 use crate::http::{admin, target};
 use crate::layout::{
     self,
@@ -175,20 +175,26 @@ async fn seed_on_server(
         Ok(resp) => resp,
         Err(e) => return Some(Err(e)),
     };
-    let status = resp.status();
+    if !resp.status().is_success() {
+        // `text_of` turns a refusal into its error.
+        return Some(text_of(resp).await.and_then(|text| Err(Error::Internal(text))));
+    }
     let mut body = resp.into_body();
-    let mut buffered = Vec::new();
+    let mut frames = Deframer::default();
     let mut results = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
+    while let Some(piece) = body.frame().await {
+        let piece = match piece {
+            Ok(p) => p.into_data().unwrap_or_default(),
             Err(e) => return Some(Err(Error::Internal(format!("the server stopped answering: {e}")))),
         };
-        let Ok(data) = frame.into_data() else { continue };
-        buffered.extend_from_slice(&data);
-        while let Some(end) = buffered.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffered.drain(..=end).collect();
-            match serde_json::from_slice::<seed::Report>(&line) {
+        frames.push(&piece);
+        loop {
+            let report = match frames.next_frame() {
+                Ok(Some((_, json))) => serde_json::from_slice::<seed::Report>(&json),
+                Ok(None) => break,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match report {
                 Ok(seed::Report::Progress {
                     done,
                     total,
@@ -200,17 +206,9 @@ async fn seed_on_server(
                     counts,
                     error,
                 }) => results.push((reference, counts.ok_or_else(|| error.unwrap_or_default()))),
-                Err(_) if !status.is_success() => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    return Some(Err(Error::Internal(format!("entrepot answered {status}: {text}"))));
-                }
                 Err(e) => return Some(Err(Error::Internal(format!("unexpected seed report: {e}")))),
             }
         }
-    }
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&buffered).into_owned();
-        return Some(Err(Error::Internal(format!("entrepot answered {status}: {text}"))));
     }
     if results.len() != references.len() {
         return Some(Err(Error::Internal(
@@ -353,16 +351,10 @@ async fn import_on_server(sender: AdminSender, path: &str, placement: Placement)
             if tx.blocking_send(Ok(first)).is_err() {
                 return;
             }
-            let mut piece = vec![0u8; 1 << 20];
-            loop {
-                let sent = match input.read(&mut piece) {
-                    Ok(0) => break,
-                    Ok(n) => tx.blocking_send(Ok(frames::frame(frames::DATA, &piece[..n]))),
-                    Err(e) => tx.blocking_send(Err(e)),
-                };
-                if sent.is_err() {
-                    break;
-                }
+            let mut archive = FrameWriter::new(tx.clone());
+            if let Err(e) = std::io::copy(&mut input, &mut archive).and_then(|_| archive.flush()) {
+                // A read error aborts the request body; a send error means the server left.
+                let _ = tx.blocking_send(Err(e));
             }
         });
         body

@@ -41,8 +41,8 @@ pub struct SeedRequest {
     pub options: Options,
 }
 
-/// What the server streams back, one JSON object a line: progress as references finish,
-/// then the result of each, in the order given.
+/// What the server streams back: progress as references finish, then the result of each,
+/// in the order given.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Report {
@@ -66,13 +66,6 @@ impl Report {
             counts: result.as_ref().ok().cloned(),
             error: result.as_ref().err().map(|e| e.to_string()),
         }
-    }
-
-    /// One line of the stream.
-    pub fn line(&self) -> String {
-        let mut line = serde_json::to_string(self).unwrap_or_default();
-        line.push('\n');
-        line
     }
 }
 

@@ -115,11 +115,7 @@ async fn follow(
             Phase::Connecting | Phase::Streaming => false,
         };
         let stop = end.or(state.total);
-        // A range ending before the blob does may end early; one reaching the blob's end
-        // ends only once the blob is verified. That matters for an empty blob, which has no
-        // last byte to hold back.
-        let sent_all = stop.is_some_and(|s| pos >= s) && (committed || stop != state.total);
-        if sent_all || (committed && pos >= state.written) {
+        if stop.is_some_and(|s| pos >= s) || (committed && pos >= state.written) {
             return Ok(());
         }
         let readable = if committed {

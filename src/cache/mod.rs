@@ -147,6 +147,16 @@ pub enum BlobSource {
     },
 }
 
+impl BlobSource {
+    /// Its length, when known (an upstream may send a blob without one).
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            BlobSource::Committed { size, .. } => Some(*size),
+            BlobSource::Filling { total, .. } => *total,
+        }
+    }
+}
+
 impl Cache {
     pub fn new(store: Store, settings: Settings, metrics: Arc<Metrics>) -> Cache {
         Cache {
@@ -305,11 +315,7 @@ impl Cache {
             // a blob only once it has been asked to GET it: its HEAD 404 is not its last
             // word. Start the fill the client's GET would start; its length answers the HEAD.
             let (src, outcome) = self.find_blob(t, d).await?;
-            let size = match src {
-                BlobSource::Committed { size, .. } => Some(size),
-                BlobSource::Filling { total, .. } => total,
-            };
-            return Ok((size, outcome));
+            return Ok((src.size(), outcome));
         }
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));

@@ -7,7 +7,8 @@
 //! - `GET /stats`: count, bytes and hits per retention class and per upstream, and policy
 //!   decisions by rule;
 //! - `POST /seed`: seeds the references of a JSON `seed::SeedRequest`, streaming
-//!   `seed::Report` lines (progress, then results). The seed goes on if the caller leaves;
+//!   `seed::Report`s as JSON frames (`http::frames`: progress, then results). The seed goes
+//!   on if the caller leaves;
 //! - `POST /export`: an `ExportRequest`; into a directory the server writes, or as a tar
 //!   archive streamed back in frames (`http::frames`), then its summary;
 //! - `POST /import`: frames: an `ImportRequest`, then the tar archive (unless it names a
@@ -84,12 +85,7 @@ fn bad_request(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 async fn export(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
-    let bytes = http_body_util::Limited::new(body, 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| bad_request("export request", e))?
-        .to_bytes();
-    let asked: ExportRequest = serde_json::from_slice(&bytes).map_err(|e| bad_request("export request", e))?;
+    let asked: ExportRequest = json_request(body, "export request").await?;
     if let Some(dir) = asked.dir {
         let summary = tokio::task::spawn_blocking(move || {
             layout::export::export(&app.cache.store, &asked.selection, Output::Dir(dir))
@@ -170,50 +166,61 @@ async fn import(app: Arc<App>, mut body: Incoming) -> Result<Response<Body>> {
     Ok(text(summary.text()))
 }
 
-async fn seed(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
+/// A request's JSON body, up to 1 MiB.
+async fn json_request<T: serde::de::DeserializeOwned>(body: Incoming, what: &str) -> Result<T> {
     let bytes = http_body_util::Limited::new(body, 1 << 20)
         .collect()
         .await
-        .map_err(|e| Error::Unsupported(format!("seed request: {e}")))?
+        .map_err(|e| bad_request(what, e))?
         .to_bytes();
-    let asked: SeedRequest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Unsupported(format!("seed request: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(what, e))
+}
+
+/// A seed report as a JSON frame.
+fn report(r: &Report) -> Bytes {
+    frames::frame(frames::JSON, &serde_json::to_vec(r).unwrap_or_default())
+}
+
+async fn seed(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
+    let asked: SeedRequest = json_request(body, "seed request").await?;
     let (tx, body) = Body::channel(16, None);
-    // Progress comes from a synchronous callback: lines go through an unbounded channel (one
-    // line per reference, twice) to the response.
-    let (lines, mut pending) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Progress comes from a synchronous callback: reports go through an unbounded channel
+    // (two per reference) to the response.
+    let (reports, mut pending) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
-        while let Some(line) = pending.recv().await {
-            if tx.send(Ok(Bytes::from(line))).await.is_err() {
+        while let Some(r) = pending.recv().await {
+            if tx.send(Ok(r)).await.is_err() {
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        let progress = lines.clone();
+        let progress = reports.clone();
         let results = seed::seed(
             Arc::new(Puller(app.clone())),
             asked.references,
             asked.options,
             move |done, total, reference, result| {
-                let report = Report::Progress {
+                let progress_report = Report::Progress {
                     done,
                     total,
                     reference: reference.to_owned(),
                     ok: result.is_ok(),
                 };
-                let _ = progress.send(report.line());
+                let _ = progress.send(report(&progress_report));
             },
         )
         .await;
         for (reference, result) in results {
-            let _ = lines.send(Report::result(reference, &result).line());
+            let _ = reports.send(report(&Report::result(reference, &result)));
         }
         app.cache.flush().await;
     });
     let mut resp = Response::new(body);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     Ok(resp)
 }
 

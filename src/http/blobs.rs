@@ -29,10 +29,7 @@ pub async fn get(
         return Ok(respond(StatusCode::OK, &d, size, None, Body::empty(), outcome));
     }
     let (src, outcome, serving) = app.cache.blob(t, &d).await?;
-    let size = match &src {
-        BlobSource::Committed { size, .. } => Some(*size),
-        BlobSource::Filling { total, .. } => *total,
-    };
+    let size = src.size();
     // Without a length (the upstream sent none) a range cannot be checked yet: the whole
     // blob is sent, which RFC 9110 allows.
     let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());

@@ -183,9 +183,9 @@ fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(Digest, T)>> {
     Ok(out)
 }
 
-fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<()> {
-    tree.insert(k.as_ref(), serde_json::to_vec(v)?)?;
-    Ok(())
+/// Writes a record; returns whether its key is new.
+fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<bool> {
+    Ok(tree.insert(k.as_ref(), serde_json::to_vec(v)?)?.is_none())
 }
 
 impl Index {
@@ -215,7 +215,8 @@ impl Index {
     }
 
     pub fn put_blob(&self, d: &Digest, r: &BlobRecord) -> Result<()> {
-        put(&self.blobs, d.to_string(), r)
+        put(&self.blobs, d.to_string(), r)?;
+        Ok(())
     }
 
     /// Writes `r` unless the blob has a record already. Returns whether it wrote.
@@ -295,7 +296,7 @@ impl Index {
     /// Bytes first, then the record: a record is never visible without its bytes.
     pub fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
         self.manifest_bytes.insert(d.to_string(), bytes)?;
-        if self.manifests.insert(d.to_string(), serde_json::to_vec(r)?)?.is_none() {
+        if put(&self.manifests, d.to_string(), r)? {
             self.names_changed();
         }
         if let Some(subject) = &r.subject {
@@ -398,8 +399,7 @@ impl Index {
     }
 
     pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
-        let k = key(&[upstream, repo, tag, class]);
-        if self.tags.insert(k, serde_json::to_vec(r)?)?.is_none() {
+        if put(&self.tags, key(&[upstream, repo, tag, class]), r)? {
             self.names_changed();
         }
         Ok(())
@@ -480,7 +480,8 @@ impl Index {
     }
 
     pub fn put_tag_list(&self, upstream: &str, repo: &str, list: &TagList) -> Result<()> {
-        put(&self.tag_lists, key(&[upstream, repo]), list)
+        put(&self.tag_lists, key(&[upstream, repo]), list)?;
+        Ok(())
     }
 
     // === referrers ===
@@ -490,7 +491,8 @@ impl Index {
     }
 
     pub fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
-        put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)
+        put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)?;
+        Ok(())
     }
 
     // === access tracking ===
