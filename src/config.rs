@@ -309,10 +309,13 @@ impl RawConfig {
             let up = u.validate(&format!("upstream[{i}]"))?;
             for taken in &upstreams {
                 let taken: &UpstreamConfig = taken;
-                if up.names().any(|n| taken.names().any(|t| t == n)) {
+                if let Some(shared) = up.names().find(|n| taken.names().any(|t| t == *n)) {
                     return Err(bad(
-                        format!("upstream[{i}].name"),
-                        format!("{:?} is already used by upstream {:?}", up.name, taken.name),
+                        format!("upstream[{i}]"),
+                        format!(
+                            "upstreams {:?} and {:?} both answer to {shared:?} (a name, an alias or the host of a url): requests could not tell them apart",
+                            taken.name, up.name
+                        ),
                     ));
                 }
             }
@@ -349,7 +352,7 @@ impl RawConfig {
             offline: self.offline,
             default_upstream,
             log,
-            tag_ttl: duration("tag_ttl", self.tag_ttl, "5m")?,
+            tag_ttl: duration("tag_ttl", self.tag_ttl, "1s")?,
             max_staleness: duration("max_staleness", self.max_staleness, "7d")?,
             negative_ttl: duration("negative_ttl", self.negative_ttl, "30s")?,
             max_manifest_size: size("max_manifest_size", self.max_manifest_size, "4MiB")?,
@@ -631,6 +634,8 @@ impl RawUpstream {
         if docker_hub {
             aliases.extend(DOCKER_HUB_ALIASES.iter().map(|a| a.to_string()));
         }
+        // containerd's `?ns=` and image references name the registry by its host.
+        aliases.extend(url_hosts(&url));
         aliases.retain(|a| *a != name);
         aliases.sort();
         aliases.dedup();
@@ -662,8 +667,8 @@ impl RawUpstream {
             ca_file: self.ca_file,
             library_prefix: self.library_prefix.unwrap_or(docker_hub),
             connect_timeout: duration(&format!("{at}.connect_timeout"), self.connect_timeout, "10s")?,
-            response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "60s")?,
-            idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "60s")?,
+            response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "15s")?,
+            idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "10s")?,
             max_concurrent_fetches: match self.max_concurrent_fetches {
                 Some(0) => return Err(bad(format!("{at}.max_concurrent_fetches"), "must be at least 1")),
                 Some(n) => n,
@@ -671,6 +676,23 @@ impl RawUpstream {
             },
         })
     }
+}
+
+/// The names a URL's host goes by: `host[:port]` as written, and the bare host when the
+/// port is the scheme's default.
+fn url_hosts(url: &http::Uri) -> Vec<String> {
+    let Some(authority) = url.authority() else {
+        return Vec::new();
+    };
+    let mut hosts = vec![authority.as_str().to_ascii_lowercase()];
+    let default_port = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    if authority.port_u16() == Some(default_port) {
+        hosts.push(authority.host().to_ascii_lowercase());
+    }
+    hosts
 }
 
 impl UpstreamConfig {
@@ -780,11 +802,32 @@ url = "https://registry-1.docker.io"
     fn minimal_config_runs_with_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.default_upstream.as_deref(), Some("docker.io"));
-        assert_eq!(c.tag_ttl, Duration::from_secs(300));
+        assert_eq!(c.tag_ttl, Duration::from_secs(1));
         assert_eq!(c.max_manifest_size, 4 << 20);
         let up = &c.upstreams[0];
         assert!(up.library_prefix);
         assert!(up.aliases.contains(&"index.docker.io".to_owned()));
+        // A client hears of a silent upstream within 30 s (kubelet gives up after 60).
+        assert!(up.response_timeout + Duration::from_secs(1) + up.idle_timeout <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_upstream_answers_to_the_host_of_its_url() {
+        let two = "[[upstream]]\nname = \"internal\"\nurl = \"https://registry.example.com:5000\"\n[[upstream]]\nname = \"hub\"\nurl = \"https://mirror.example.org:443\"\n";
+        let c = Config::parse(two).unwrap();
+        let names = |i: usize| c.upstreams[i].names().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(names(0), ["internal", "registry.example.com:5000"]);
+        assert_eq!(names(1), ["hub", "mirror.example.org", "mirror.example.org:443"]);
+
+        let clash = format!("{two}[[upstream]]\nname = \"again\"\nurl = \"https://REGISTRY.example.com:5000\"\n");
+        let e = err(&clash);
+        assert!(
+            e.contains("upstream[2]")
+                && e.contains("\"internal\"")
+                && e.contains("\"again\"")
+                && e.contains("registry.example.com:5000"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -837,7 +880,7 @@ url = "https://registry-1.docker.io"
         assert!(err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("default_upstream"));
         assert!(
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
-                .contains("upstream[1].name")
+                .contains("upstream[1]")
         );
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nusername=\"u\"").contains("upstream[0].username"));
         assert!(err(

@@ -18,6 +18,11 @@ pub enum Error {
     BlobUnknown,
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
+    /// The manifest exists, in a type the client's `Accept` excludes: the answer registries
+    /// give (distribution's "OCI manifest found, but accept header does not support OCI
+    /// manifests"), about this client only; it says nothing of the tag's existence.
+    #[error("manifest unknown: {0}")]
+    NotAcceptable(String),
     #[error("repository name not known to registry: {0}")]
     NameUnknown(String),
     #[error("invalid repository name: {0}")]
@@ -74,7 +79,9 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NameUnknown(_) => StatusCode::NOT_FOUND,
+            Error::BlobUnknown | Error::ManifestUnknown(_) | Error::NotAcceptable(_) | Error::NameUnknown(_) => {
+                StatusCode::NOT_FOUND
+            }
             Error::NameInvalid(_) | Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) | Error::AuthRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -91,7 +98,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::BlobUnknown => "BLOB_UNKNOWN",
-            Error::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
+            Error::ManifestUnknown(_) | Error::NotAcceptable(_) => "MANIFEST_UNKNOWN",
             Error::NameUnknown(_) => "NAME_UNKNOWN",
             Error::NameInvalid(_) => "NAME_INVALID",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
@@ -166,6 +173,7 @@ mod tests {
         let cases = [
             (Error::BlobUnknown, 404, "BLOB_UNKNOWN"),
             (Error::ManifestUnknown("x".into()), 404, "MANIFEST_UNKNOWN"),
+            (Error::NotAcceptable("x".into()), 404, "MANIFEST_UNKNOWN"),
             (Error::NameUnknown("x".into()), 404, "NAME_UNKNOWN"),
             (Error::NameInvalid("x".into()), 400, "NAME_INVALID"),
             (Error::DigestInvalid("x".into()), 400, "DIGEST_INVALID"),

@@ -197,6 +197,8 @@ impl Cache {
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
+        // The upstream serves it in this repository: it may be served there from the cache.
+        self.store.index.link(up.name(), &fill.repo, [&fill.digest])?;
         let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         // Make room early when this download will take the cache past the high watermark;
         // the commit checks again once the bytes are in.
@@ -308,6 +310,11 @@ const MAX_RESUMES: u32 = 3;
 /// Reads the whole body, resuming with a `Range` request from the byte reached when the
 /// connection drops or stalls (up to `MAX_RESUMES` times, backing off), so that a long
 /// download is not restarted from zero. Needs the length to know the download is short.
+///
+/// A resumed download that stops again before its first byte ends the fill: the upstream
+/// keeps stalling, and its clients have waited `idle_timeout` plus at most
+/// `response_timeout` or another `idle_timeout` without a byte (kubelet cancels a pull
+/// after a minute without progress; the defaults keep this under 30 s).
 async fn read_resuming(
     mut body: Incoming,
     stages: &[mpsc::Sender<Bytes>; 2],
@@ -318,14 +325,17 @@ async fn read_resuming(
 ) -> Result<()> {
     let mut seen = 0u64;
     let mut resumes = 0;
+    let mut resumed_at = None;
     loop {
         let error = match read_upstream(body, stages, total, up, &mut seen).await {
             Ok(()) => return Ok(()),
             Err(Interrupted::Fatal(e)) => return Err(e),
             Err(Interrupted::Resumable(e)) if total.is_none() || resumes == MAX_RESUMES => return Err(e),
+            Err(Interrupted::Resumable(e)) if resumed_at == Some(seen) => return Err(e),
             Err(Interrupted::Resumable(e)) => e,
         };
         resumes += 1;
+        resumed_at = Some(seen);
         tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(resumes - 1)).await;
         tracing::warn!(upstream = %up.name(), path, from = seen, error = %error, "blob download interrupted; resuming");
         let resp = up.send_range(Method::GET, path, None, repo, Some(seen)).await?;

@@ -253,7 +253,7 @@ impl Cache {
                             .map_err(|e| up.bad(e.to_string()))?
                             .manifests
                     }
-                    Err(Error::ManifestUnknown(_)) => Vec::new(),
+                    Err(Error::ManifestUnknown(_) | Error::NotAcceptable(_)) => Vec::new(),
                     Err(e) => return Err(e),
                 }
             }

@@ -1,9 +1,12 @@
 //! Manifests by digest and by tag.
 //!
-//! By digest: served from the index when present, else fetched once and verified.
-//! By tag: the digest it resolved to is served for `tag_ttl`; then it is revalidated with a
-//! `HEAD` upstream. When the upstream fails, the last known digest is served for up to
-//! `max_staleness` with a `Warning`. An upstream "not found" is remembered for `negative_ttl`.
+//! By digest: served from the index when present and known to be held by the repository
+//! asked for, else fetched once and verified.
+//! By tag: a tag's digest is one fact, resolved with every modern type accepted. It is served
+//! for `tag_ttl`, then revalidated with a `HEAD` upstream. When the upstream fails, the last
+//! known digest is served for up to `max_staleness` with a `Warning`. An upstream "not found"
+//! to that request is remembered for `negative_ttl`. A client with a narrower `Accept` gets
+//! what the upstream would answer it (`negotiate`), and never changes what others get.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,11 +14,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Method;
 
+use super::links::Content;
 use super::{age, Cache, Outcome, Target};
 use crate::error::{Error, Result};
 use crate::http::headers::CONTENT_DIGEST;
 use crate::oci::manifest;
-use crate::oci::media::AcceptClass;
+use crate::oci::media::{self, AcceptClass};
 use crate::oci::{digest::Hasher, Digest};
 use crate::store::index::{now_ms, ManifestRecord, TagRecord};
 use crate::upstream::{header_str, read_small};
@@ -76,17 +80,46 @@ impl Cache {
         class: AcceptClass,
     ) -> Result<ManifestAnswer> {
         self.precheck(t, Some(tag), None)?;
-        // A fresh tag is a hit: no flight, no task, just two index reads.
-        let answer = match self.fresh_tag(t, tag, class)? {
-            Some(m) => ManifestAnswer::new(m, Outcome::Hit),
-            None => self.resolve_tag_once(t, tag, class).await?,
-        };
+        let answer = self.negotiate(t, tag, class.widened()).await?;
         self.admit_manifest(t, Some(tag), &answer.manifest).await?;
         Ok(answer)
     }
 
+    /// What a client with this `Accept` class gets for a tag: the tag's manifest when the
+    /// class accepts its type; for an index the class does not accept, what the upstream
+    /// picks for that class (a platform's manifest, as registries do for old clients),
+    /// resolved apart; for a single manifest it does not accept, the registries' 404,
+    /// without asking again.
+    async fn negotiate(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+        let tag_answer = self.resolve_tag_for(t, tag, AcceptClass::ALL).await?;
+        let media_type = &tag_answer.manifest.media_type;
+        if class.accepts(media_type) {
+            return Ok(tag_answer);
+        }
+        if media::is_index(media_type) {
+            return self.resolve_tag_for(t, tag, class).await;
+        }
+        tracing::debug!(upstream = %t.upstream.name(), repo = %t.repo, tag, %media_type, accept = %class.header_value(), "manifest type not accepted by the client");
+        Err(Error::NotAcceptable(format!(
+            "{}:{tag} is a {media_type}, which the request's Accept header does not include",
+            t.repo
+        )))
+    }
+
+    /// A tag for one class: a fresh record is a hit (no flight, no task, two index reads);
+    /// else one resolution shared by every concurrent request.
+    async fn resolve_tag_for(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+        match self.fresh_tag(t, tag, class)? {
+            Some(m) => Ok(ManifestAnswer::new(m, Outcome::Hit)),
+            None => self.resolve_tag_once(t, tag, class).await,
+        }
+    }
+
     pub(super) async fn lookup_or_fetch_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d)? {
+            if !self.holds(t, d, Content::Manifest).await? {
+                return Err(Error::ManifestUnknown(format!("{}@{d}", t.repo)));
+            }
             self.store.index.touch(d);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
         }
@@ -156,9 +189,7 @@ impl Cache {
                     Some((record, m)) => self.serve_stale(t, tag, record, m, e),
                     None => Err(e),
                 },
-                Err(e) => self
-                    .fetch_or_forget(t, tag, Err(e))
-                    .map(|m| ManifestAnswer::new(m, Outcome::Miss)),
+                Err(e) => Err(self.unless_gone(t, tag, class, e)?),
             };
         };
         if now.saturating_sub(record.validated_at) < self.settings.tag_ttl.as_millis() as u64 {
@@ -173,24 +204,26 @@ impl Cache {
             }
             Ok(Some(d)) => {
                 let m = match self.cached_manifest(&d)? {
-                    Some(m) => m,
+                    Some(m) => {
+                        // Stored once, perhaps from another repository: this one holds it too.
+                        self.link_manifest(t, &d)?;
+                        m
+                    }
                     None => self.fetch_manifest(t, &d.to_string(), class, Some(&d)).await?,
                 };
                 tracing::info!(upstream = up, repo = %t.repo, tag, from = %record.digest, to = %d, "tag moved");
                 self.remember_tag(t, tag, &class_key, &m, now, now)?;
                 Ok(ManifestAnswer::new(m, Outcome::Miss))
             }
-            Ok(None) => {
-                let m = self.fetch_or_forget(t, tag, self.fetch_manifest(t, tag, class, None).await)?;
-                self.remember_tag(t, tag, &class_key, &m, now, now)?;
-                Ok(ManifestAnswer::new(m, Outcome::Miss))
-            }
-            Err(Error::ManifestUnknown(what)) => {
-                self.forget_tag(t, tag)?;
-                Err(Error::ManifestUnknown(what))
-            }
+            Ok(None) => match self.fetch_manifest(t, tag, class, None).await {
+                Ok(m) => {
+                    self.remember_tag(t, tag, &class_key, &m, now, now)?;
+                    Ok(ManifestAnswer::new(m, Outcome::Miss))
+                }
+                Err(e) => Err(self.unless_gone(t, tag, class, e)?),
+            },
             Err(e) if e.is_upstream_failure() => self.serve_stale(t, tag, record, cached, e),
-            Err(e) => Err(e),
+            Err(e) => Err(self.unless_gone(t, tag, class, e)?),
         }
     }
 
@@ -261,12 +294,29 @@ impl Cache {
         })
     }
 
-    /// Passes a fetch result through, forgetting the tag when the upstream says it is gone.
-    fn fetch_or_forget(&self, t: &Target, tag: &str, result: Result<Manifest>) -> Result<Manifest> {
-        if let Err(Error::ManifestUnknown(_)) = &result {
-            self.forget_tag(t, tag)?;
+    /// Hands an upstream error back, after acting on a "not found": to a request that
+    /// accepts every modern type it means the tag is gone (forgotten for every class, and
+    /// remembered absent for `negative_ttl`); to a narrower request it only says what that
+    /// class gets, so only that class's record goes.
+    fn unless_gone(&self, t: &Target, tag: &str, class: AcceptClass, e: Error) -> Result<Error> {
+        if let Error::ManifestUnknown(_) = e {
+            if class == AcceptClass::ALL {
+                self.forget_tag(t, tag)?;
+            } else {
+                (self.store.index).remove_tag_class(t.upstream.name(), &t.repo, tag, &class.key())?;
+            }
         }
-        result
+        Ok(e)
+    }
+
+    /// Records that the repository holds a manifest stored already, and what it references.
+    pub(super) fn link_manifest(&self, t: &Target, d: &Digest) -> Result<()> {
+        let references = match self.store.index.manifest(d)? {
+            Some((rec, _)) => rec.references,
+            None => Vec::new(),
+        };
+        (self.store.index).link(t.upstream.name(), &t.repo, std::iter::once(d).chain(&references))?;
+        Ok(())
     }
 
     fn remember_tag(
@@ -329,6 +379,7 @@ impl Cache {
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{tag}", t.repo))));
         }
+        refuse_schema1(t, tag, header_str(resp.headers(), http::header::CONTENT_TYPE))?;
         Ok(header_str(resp.headers(), CONTENT_DIGEST).and_then(|v| v.parse().ok()))
     }
 
@@ -365,6 +416,7 @@ impl Cache {
             None => None,
         };
         let content_type = header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
+        refuse_schema1(t, reference, content_type.as_deref())?;
         let bytes = read_small(resp.into_body(), limit as usize, up.config.idle_timeout)
             .await
             .map_err(|e| up.bad(format!("manifest body: {e}")))?;
@@ -391,6 +443,7 @@ impl Cache {
             (None, None) => Digest::sha256_of(&bytes),
         };
         let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
+        refuse_schema1(t, reference, Some(&parsed.media_type))?;
         let now = now_ms();
         let record = ManifestRecord {
             media_type: parsed.media_type.clone(),
@@ -414,4 +467,19 @@ impl Cache {
             bytes,
         })
     }
+}
+
+/// Docker schema 1 is what distribution converts to for a client that accepts no modern
+/// type, signed anew on every request (a new digest each time): not content to cache, and
+/// no integrity failure either. The client is told plainly.
+fn refuse_schema1(t: &Target, reference: &str, media_type: Option<&str>) -> Result<()> {
+    let Some(media_type) = media_type.filter(|m| media::is_schema1(m)) else {
+        return Ok(());
+    };
+    tracing::debug!(upstream = %t.upstream.name(), repo = %t.repo, reference, %media_type, "upstream offers Docker schema 1 only; refused");
+    Err(Error::NotAcceptable(format!(
+        "{}:{reference} is available upstream only as Docker schema 1 for this Accept header; entrepot does not serve schema 1 (accept {} or an OCI type)",
+        t.repo,
+        media::DOCKER_MANIFEST
+    )))
 }

@@ -5,12 +5,14 @@
 //! - `follow`: the bodies that stream a committed blob or a fill in progress;
 //! - `flight`: single flight for the small things (manifests, tag lists, referrers);
 //! - `manifests`: manifests by digest and by tag, tag revalidation, stale-if-error;
-//! - `lists`: tag lists and referrers.
+//! - `lists`: tag lists and referrers;
+//! - `links`: which repositories hold a stored digest.
 
 mod admission;
 pub mod fill;
 pub mod flight;
 pub mod follow;
+mod links;
 mod lists;
 mod manifests;
 pub mod sweep;
@@ -30,6 +32,7 @@ use crate::metrics::{self, Metrics};
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::upstream::{header_str, Upstream};
+use links::Content;
 
 pub use lists::ListAnswer;
 pub use manifests::{Manifest, ManifestAnswer};
@@ -114,6 +117,8 @@ pub struct Cache {
     manifests: Arc<flight::Flights<ManifestAnswer>>,
     tag_lists: Arc<flight::Flights<ListAnswer<Vec<String>>>>,
     referrers: Arc<flight::Flights<ListAnswer<Vec<crate::oci::manifest::Descriptor>>>>,
+    /// Upstream `HEAD`s asking whether a repository holds a stored digest.
+    links: Arc<flight::Flights<bool>>,
     /// Tags the upstream said do not exist, until when to believe it.
     absent_tags: Mutex<HashMap<String, Instant>>,
     serving: Arc<sweep::ServingSet>,
@@ -175,6 +180,7 @@ impl Cache {
             manifests: Arc::default(),
             tag_lists: Arc::default(),
             referrers: Arc::default(),
+            links: Arc::default(),
             absent_tags: Mutex::default(),
         }
     }
@@ -221,8 +227,7 @@ impl Cache {
 
     async fn find_blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome)> {
         if let Some(src) = self.committed_blob(d).await? {
-            self.store.index.touch(d);
-            return Ok((src, Outcome::Hit));
+            return self.held_hit(t, d, src).await;
         }
         if self.settings.offline {
             return Err(Error::BlobUnknown);
@@ -231,7 +236,7 @@ impl Cache {
         loop {
             let Some((fill, joined)) = self.join_or_start_fill(&t.upstream, &t.repo, d) else {
                 match self.committed_blob(d).await? {
-                    Some(src) => return Ok((src, Outcome::Hit)),
+                    Some(src) => return self.held_hit(t, d, src).await,
                     None => {
                         // Indexed but the file is gone (removed by hand): forget it and fetch.
                         tracing::warn!(digest = %d, "indexed blob has no file; dropping the record");
@@ -240,13 +245,17 @@ impl Cache {
                     }
                 }
             };
+            // A fill for another repository proves nothing about this one.
+            let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
+            if joined && other_origin && !self.holds(t, d, Content::Blob).await? {
+                return Err(Error::BlobUnknown);
+            }
             let outcome = Outcome::Miss.joined(joined);
             let state = fill.started().await;
             match state.phase {
                 fill::Phase::Failed(e) => {
                     // Someone else's fill from another repository failing for lack of the blob
                     // there says nothing about ours: try once on our own.
-                    let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
                     if joined && other_origin && !retried && !e.is_upstream_failure() {
                         retried = true;
                         continue;
@@ -279,6 +288,15 @@ impl Cache {
         }
     }
 
+    /// A stored blob, served if the repository holds it.
+    async fn held_hit(self: &Arc<Self>, t: &Target, d: &Digest, src: BlobSource) -> Result<(BlobSource, Outcome)> {
+        if !self.holds(t, d, Content::Blob).await? {
+            return Err(Error::BlobUnknown);
+        }
+        self.store.index.touch(d);
+        Ok((src, Outcome::Hit))
+    }
+
     /// Makes sure a blob is cached (for `seed`): joins or starts its fill and waits for the
     /// commit, without streaming it anywhere. Returns its size.
     pub async fn fetch_blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<u64> {
@@ -293,6 +311,9 @@ impl Cache {
     pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
         self.admit_blob(t, d)?;
         if let Some((_, size)) = self.store.blobs.open_read(d).await? {
+            if !self.holds(t, d, Content::Blob).await? {
+                return Err(Error::BlobUnknown);
+            }
             return Ok((Some(size), Outcome::Hit));
         }
         if self.settings.offline {
@@ -300,6 +321,10 @@ impl Cache {
         }
         let in_flight = self.fills.lock().unwrap_or_else(|p| p.into_inner()).get(d).cloned();
         if let Some(fill) = in_flight {
+            let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
+            if other_origin && !self.holds(t, d, Content::Blob).await? {
+                return Err(Error::BlobUnknown);
+            }
             let state = fill.started().await;
             if let fill::Phase::Failed(e) = state.phase {
                 return Err(e);
@@ -320,6 +345,7 @@ impl Cache {
         if resp.status() != http::StatusCode::OK {
             return Err(up.status_error(&resp, Error::BlobUnknown));
         }
+        self.store.index.link(up.name(), &t.repo, [d])?;
         let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         Ok((size, Outcome::Miss))
     }

@@ -348,6 +348,26 @@ fn place(upstreams: &Upstreams, entry: &Descriptor, placement: &Placement) -> Re
     Ok((t.upstream.name().to_owned(), t.repo, tag))
 }
 
+/// Links `root`, and everything it reaches through the bundle's manifests (an index's
+/// children, their config and layers), into the repository.
+fn link_reachable(store: &Store, plan: &Plan, upstream: &str, repo: &str, root: &Digest) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut next = vec![root];
+    while let Some(d) = next.pop() {
+        if seen.insert(d) {
+            next.extend(
+                plan.manifests
+                    .get(d)
+                    .into_iter()
+                    .flat_map(|m| m.parsed.references())
+                    .map(|r| &r.digest),
+            );
+        }
+    }
+    store.index.link(upstream, repo, seen)?;
+    Ok(())
+}
+
 fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
     let now = now_ms();
     let mut summary = Summary {
@@ -375,6 +395,8 @@ fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
         if !store.index.has_manifest(d)? {
             store.index.put_manifest(d, &rec, &m.bytes)?;
         }
+        // Stored already, perhaps for another repository: the bundle places it in this one.
+        link_reachable(store, &plan, &m.upstream, &m.repo, d)?;
         let refs: Vec<Descriptor> = m.parsed.references().cloned().collect();
         store.index.learn_media_types(&refs)?;
         summary.manifests += 1;
@@ -399,6 +421,9 @@ fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
         summary.bytes_added += size;
     }
     for t in &plan.tags {
+        // A manifest two repositories share is placed once in a bundle: each tag's
+        // repository holds what the tag reaches.
+        link_reachable(store, &plan, &t.upstream, &t.repo, &t.digest)?;
         let rec = TagRecord {
             digest: t.digest.clone(),
             media_type: t.media_type.clone(),

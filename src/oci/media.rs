@@ -1,8 +1,9 @@
 //! Manifest media types and the `Accept` classes that tag resolution is keyed by.
 //!
-//! A registry may answer the same tag with a different manifest depending on `Accept`
-//! (an index for a modern client, a single Docker manifest for an old one), so a cached
-//! tag is only valid for the class of `Accept` header it was resolved with.
+//! A tag's digest is one fact, resolved with every modern type accepted ([`AcceptClass::ALL`]).
+//! What a narrower client receives is content negotiation on top of it: the manifest itself
+//! when the client accepts its type, else what the upstream would answer that client (a
+//! platform's manifest picked from an index, or a 404).
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -52,6 +53,16 @@ impl AcceptClass {
         }
     }
 
+    /// The class whose answer this class gets: a client accepting every modern type gets
+    /// what `ALL` gets, whatever else it lists.
+    pub fn widened(self) -> AcceptClass {
+        if self.0 & MODERN == MODERN {
+            AcceptClass::ALL
+        } else {
+            self
+        }
+    }
+
     pub fn accepts(self, media_type: &str) -> bool {
         match KNOWN.iter().position(|k| *k == media_type) {
             Some(i) => self.0 & (1 << i) != 0,
@@ -76,6 +87,13 @@ impl AcceptClass {
     pub fn key(self) -> String {
         format!("{:02x}", self.0)
     }
+}
+
+/// Docker's schema 1 (deprecated, refused by current clients): distribution signs it anew on
+/// every request, so its bytes never match a digest twice.
+pub fn is_schema1(media_type: &str) -> bool {
+    let bare = media_type.split(';').next().unwrap_or_default().trim();
+    bare.eq_ignore_ascii_case(DOCKER_SCHEMA1) || bare.eq_ignore_ascii_case(DOCKER_SCHEMA1_SIGNED)
 }
 
 /// Whether a media type names an index (a list of manifests) rather than a single manifest.
@@ -106,6 +124,21 @@ mod tests {
         assert!(both.accepts(OCI_MANIFEST));
         let split_headers = AcceptClass::from_accept([DOCKER_MANIFEST, OCI_MANIFEST]);
         assert_eq!(split_headers, both);
+    }
+
+    #[test]
+    fn a_class_with_every_modern_type_is_widened_to_all() {
+        let everything = AcceptClass::from_accept([&format!(
+            "{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}, {DOCKER_SCHEMA1_SIGNED}"
+        ) as &str]);
+        assert_ne!(everything, AcceptClass::ALL);
+        assert_eq!(everything.widened(), AcceptClass::ALL);
+        let docker = AcceptClass::from_accept([DOCKER_MANIFEST]);
+        assert_eq!(docker.widened(), docker);
+        assert!(is_schema1(
+            "application/vnd.docker.distribution.manifest.v1+prettyjws; charset=utf-8"
+        ));
+        assert!(!is_schema1(DOCKER_MANIFEST));
     }
 
     #[test]

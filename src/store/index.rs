@@ -11,7 +11,13 @@
 //! media_types     <digest>                                  -> media type named by a descriptor
 //! contexts        <upstream>\0<repo>\0<digest>              -> Context (json): tag, platform
 //! allowed_blobs   <upstream>\0<repo>\0<digest>              -> (): referenced by an allowed manifest
+//! links           <upstream>\0<repo>\0<digest>              -> (): the repository holds this content
 //! ```
+//! A link is what lets content stored once be served under a repository's name: the
+//! distribution-spec scopes blobs and manifests to repositories, and the upstream may hold
+//! a digest in one repository and refuse it in another (a private one). Links come from the
+//! upstream's word: a manifest fetched in the repository (it and what it references), a
+//! `GET` or `HEAD` the upstream answered there, an imported bundle's placement.
 //! Every key component is validated before it gets here (names, tags, digests and upstream
 //! names cannot contain NUL). Access times and hit counts are gathered in memory and written
 //! in batches, so a cache hit costs no index write.
@@ -127,6 +133,7 @@ pub struct Index {
     media_types: sled::Tree,
     contexts: sled::Tree,
     allowed_blobs: sled::Tree,
+    links: sled::Tree,
     access: Mutex<HashMap<Digest, (u64, u64)>>,
     /// Bumped when a tag or manifest record appears or goes: the repositories the index
     /// holds may have changed. Lets the catalog be recomputed only then.
@@ -191,7 +198,7 @@ fn put<T: Serialize>(tree: &sled::Tree, k: impl AsRef<[u8]>, v: &T) -> Result<bo
 impl Index {
     pub fn open(dir: &Path) -> Result<Index> {
         let db = open_db(dir)?;
-        Ok(Index {
+        let index = Index {
             blobs: db.open_tree("blobs")?,
             manifests: db.open_tree("manifests")?,
             manifest_bytes: db.open_tree("manifest_bytes")?,
@@ -202,10 +209,32 @@ impl Index {
             media_types: db.open_tree("media_types")?,
             contexts: db.open_tree("contexts")?,
             allowed_blobs: db.open_tree("allowed_blobs")?,
+            links: db.open_tree("links")?,
             access: Mutex::new(HashMap::new()),
             names_changed: std::sync::atomic::AtomicU64::new(0),
             db,
-        })
+        };
+        index.derive_links()?;
+        Ok(index)
+    }
+
+    /// A store written before links existed has manifests and no links: each manifest's
+    /// record names the repository it was fetched from, which holds it and what it
+    /// references. Runs once; afterwards every manifest written links itself.
+    fn derive_links(&self) -> Result<()> {
+        if !self.links.is_empty() || self.manifests.is_empty() {
+            return Ok(());
+        }
+        for (d, rec) in scan::<ManifestRecord>(&self.manifests)? {
+            if !rec.upstream.is_empty() {
+                self.link(
+                    &rec.upstream,
+                    &rec.repository,
+                    std::iter::once(&d).chain(&rec.references),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     // === blobs ===
@@ -293,9 +322,13 @@ impl Index {
         Ok(self.manifests.contains_key(d.to_string())?)
     }
 
-    /// Bytes first, then the record: a record is never visible without its bytes.
+    /// Bytes first, then the record: a record is never visible without its bytes. The
+    /// record's repository holds the manifest and what it references: both are linked.
     pub fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
         self.manifest_bytes.insert(d.to_string(), bytes)?;
+        if !r.upstream.is_empty() {
+            self.link(&r.upstream, &r.repository, std::iter::once(d).chain(&r.references))?;
+        }
         if put(&self.manifests, d.to_string(), r)? {
             self.names_changed();
         }
@@ -392,6 +425,24 @@ impl Index {
         Ok(())
     }
 
+    // === links ===
+
+    /// Whether the repository is known to hold this digest (blob or manifest).
+    pub fn is_linked(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
+        Ok(self.links.contains_key(key(&[upstream, repo, &d.to_string()]))?)
+    }
+
+    /// Records that the repository holds these digests.
+    pub fn link<'a>(&self, upstream: &str, repo: &str, digests: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
+        for d in digests {
+            let k = key(&[upstream, repo, &d.to_string()]);
+            if !self.links.contains_key(&k)? {
+                self.links.insert(k, &[])?;
+            }
+        }
+        Ok(())
+    }
+
     // === tags ===
 
     pub fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
@@ -400,6 +451,14 @@ impl Index {
 
     pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
         if put(&self.tags, key(&[upstream, repo, tag, class]), r)? {
+            self.names_changed();
+        }
+        Ok(())
+    }
+
+    /// Forgets what a tag resolved to for one Accept class only.
+    pub fn remove_tag_class(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<()> {
+        if self.tags.remove(key(&[upstream, repo, tag, class]))?.is_some() {
             self.names_changed();
         }
         Ok(())
@@ -606,5 +665,37 @@ mod tests {
         idx.put_manifest(&d, &r, b"m").unwrap();
         assert_eq!(idx.manifest(&d).unwrap().unwrap().1.as_ref(), b"m");
         assert_eq!(idx.local_referrers(&subject).unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn a_manifest_links_itself_and_its_references_into_its_repository_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let (d, layer) = (Digest::sha256_of(b"m"), Digest::sha256_of(b"layer"));
+        let r = ManifestRecord {
+            media_type: "m".into(),
+            size: 1,
+            references: vec![layer.clone()],
+            subject: None,
+            artifact_type: None,
+            upstream: "u".into(),
+            repository: "team/a".into(),
+            cached_at: 0,
+            last_access: 0,
+            hits: 0,
+        };
+        {
+            let idx = Index::open(&path).unwrap();
+            idx.put_manifest(&d, &r, b"m").unwrap();
+            assert!(idx.is_linked("u", "team/a", &d).unwrap());
+            assert!(idx.is_linked("u", "team/a", &layer).unwrap());
+            assert!(!idx.is_linked("u", "team/b", &layer).unwrap());
+            assert!(!idx.is_linked("v", "team/a", &layer).unwrap());
+            // As a store from before links existed.
+            idx.links.clear().unwrap();
+        }
+        let idx = Index::open(&path).unwrap();
+        assert!(idx.is_linked("u", "team/a", &layer).unwrap(), "derived at open");
+        assert!(!idx.is_linked("u", "team/b", &layer).unwrap());
     }
 }

@@ -355,6 +355,31 @@ async fn a_download_that_keeps_dropping_fails_and_is_not_cached() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_stalls_again_after_a_resume_ends_the_transfer_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let up = format!(
+        "[[upstream]]\nname = \"reg.test\"\nurl = \"{}\"\nidle_timeout = \"1s\"\n",
+        reg.url()
+    );
+    let proxy = TestProxy::start(dir.path(), "", &up).await;
+    let bytes = pattern(MIB, 21);
+    let d = reg.put_blob(bytes.clone());
+    // The first answer stalls after 300 kB; every resumption answers, then sends nothing.
+    let (_never, gate) = watch::channel(false);
+    reg.fault(&d, Fault::Once(Box::new(Fault::HoldAfter(300_000, gate.clone()))));
+    reg.fault(&d, Fault::HoldAfter(0, gate));
+    let got = get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;
+    assert!(got.body.is_err(), "a stalled blob never ends cleanly");
+    assert_eq!(
+        reg.count("GET", &d),
+        2,
+        "one resumption that brings no byte ends it: the client is not kept waiting"
+    );
+    assert!(!proxy.app.cache.store.blobs.exists(&d.parse().unwrap()));
+}
+
+#[tokio::test]
 async fn a_dropped_download_resumes_with_a_range_request() {
     let (_dir, reg, proxy) = setup(Options::default()).await;
     let bytes = pattern(MIB, 13);

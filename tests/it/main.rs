@@ -8,6 +8,7 @@ mod airgap;
 mod blobs;
 mod cli;
 mod crash;
+mod links;
 mod lists;
 mod manifests;
 mod metrics;

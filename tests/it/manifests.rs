@@ -60,8 +60,8 @@ async fn manifests_are_served_byte_for_byte_with_their_headers() {
 }
 
 #[tokio::test]
-async fn accept_classes_are_cached_apart_and_docker_types_pass_unchanged() {
-    let (_dir, reg, proxy) = setup(Options::default(), "").await;
+async fn a_tag_is_one_fact_whatever_the_accept_and_docker_types_pass_unchanged() {
+    let (_dir, reg, proxy) = setup(Options::default(), "tag_ttl = \"1h\"").await;
     let docker = format!(
         r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
         sha256(b"{}")
@@ -79,12 +79,83 @@ async fn accept_classes_are_cached_apart_and_docker_types_pass_unchanged() {
     )
     .await;
     assert_eq!(b.bytes().as_ref(), docker.as_bytes());
-    assert_eq!(b.cache(), "miss", "another Accept class resolves on its own");
-    let log = reg.log();
-    let sent: Vec<_> = log.iter().filter(|l| l.path.ends_with("/manifests/v1")).collect();
-    assert_eq!(sent.len(), 2);
-    let again = request(Method::GET, &url, &[("accept", DOCKER_MANIFEST)]).await;
-    assert_eq!(again.cache(), "hit");
+    assert_eq!(b.cache(), "hit", "another Accept that takes the type gets the same tag");
+    // A client that takes no Docker type gets the registries' 404, about it alone.
+    let oci_only = request(Method::GET, &url, &[("accept", OCI_MANIFEST)]).await;
+    assert_eq!(
+        (oci_only.status.as_u16(), oci_only.error_code().as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
+    assert_eq!(get(&url).await.status, 200, "the tag is still there for everybody else");
+    assert_eq!(
+        reg.count("GET", "/manifests/v1") + reg.count("HEAD", "/manifests/v1"),
+        1,
+        "one upstream request for every Accept"
+    );
+}
+
+#[tokio::test]
+async fn docker_schema1_is_refused_plainly_not_as_corruption() {
+    // Signed schema 1 never matches the digest the registry names (it signs anew each time).
+    let opts = Options {
+        lie_about_manifest_digest: true,
+        ..Default::default()
+    };
+    let (_dir, reg, proxy) = setup(opts, "").await;
+    let schema1 = r#"{"schemaVersion":1,"name":"team/old","tag":"v1","fsLayers":[],"history":[],"signatures":[]}"#;
+    reg.put_manifest(
+        "team/old",
+        Some("v1"),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        schema1,
+    );
+    let url = proxy.url("/v2/team/old/manifests/v1");
+    for _ in 0..2 {
+        let got = request(
+            Method::GET,
+            &url,
+            &[("accept", "application/vnd.docker.distribution.manifest.v1+prettyjws")],
+        )
+        .await;
+        assert_eq!(
+            (got.status.as_u16(), got.error_code().as_str()),
+            (404, "MANIFEST_UNKNOWN")
+        );
+        assert!(got.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("schema 1"));
+    }
+    let metrics = get(&proxy.url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.bytes()).into_owned();
+    assert!(
+        text.contains("entrepot_digest_mismatches_total 0"),
+        "no integrity alarm:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_revalidations_of_a_tag_share_one_head() {
+    let (_dir, reg, proxy) = setup(Options::default(), "tag_ttl = \"0s\"").await;
+    let (d, _, _) = reg.put_image("team/app", "latest", &[10], 13);
+    let url = proxy.url("/v2/team/app/manifests/latest");
+    assert_eq!(get(&url).await.status, 200);
+    let (open, gate) = watch::channel(false);
+    reg.fault("/manifests/latest", Fault::Gate(gate));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    until("the tag is revalidated", || reg.count("HEAD", "/manifests/latest") > 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    open.send(true).unwrap();
+    for c in clients {
+        let got = c.await.unwrap();
+        assert_eq!(got.header("docker-content-digest"), Some(d.as_str()));
+    }
+    assert_eq!(reg.count("HEAD", "/manifests/latest"), 1, "one HEAD for sixteen pulls");
 }
 
 #[tokio::test]

@@ -129,7 +129,7 @@ async fn a_tag_pulled_with_one_accept_is_served_to_another_when_the_upstream_is_
     let dir = tempfile::tempdir().unwrap();
     let mut reg = TestRegistry::start().await;
     let (d, _, _) = reg.put_image("team/app", "v1", &[10], 5);
-    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "tag_ttl = \"0s\"").await;
     let url = proxy.url("/v2/team/app/manifests/v1");
     let oci_only = [("accept", "application/vnd.oci.image.manifest.v1+json")];
     assert_eq!(request(http::Method::GET, &url, &oci_only).await.status, 200);
@@ -138,7 +138,11 @@ async fn a_tag_pulled_with_one_accept_is_served_to_another_when_the_upstream_is_
     let other = get(&url).await;
     assert_eq!((other.status.as_u16(), other.cache()), (200, "stale"));
     assert_eq!(other.header("docker-content-digest"), Some(d.as_str()));
-    // A class that does not accept the cached type gets nothing rather than the wrong type.
+    // A class that does not accept the type gets the registries' 404, never the wrong type.
     let docker_only = [("accept", "application/vnd.docker.distribution.manifest.v2+json")];
-    assert_eq!(request(http::Method::GET, &url, &docker_only).await.status, 503);
+    let refused = request(http::Method::GET, &url, &docker_only).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.error_code().as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
 }

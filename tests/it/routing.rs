@@ -27,6 +27,17 @@ async fn ns_prefix_and_default_routes_reach_the_right_upstream() {
         db
     );
     assert_eq!(digest(&get(&proxy.url("/v2/a.test/team/app/manifests/v1")).await), da);
+    // An upstream also answers to its url's host: containerd sends that as `?ns=` when
+    // the image is named by the registry's own address.
+    let b_host = b.addr.to_string();
+    assert_eq!(
+        digest(&get(&proxy.url(&format!("/v2/team/app/manifests/v1?ns={b_host}"))).await),
+        db
+    );
+    assert_eq!(
+        digest(&get(&proxy.url(&format!("/v2/{b_host}/team/app/manifests/v1"))).await),
+        db
+    );
 
     let before = (a.total_requests(), b.total_requests());
     for url in [

@@ -159,6 +159,15 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// Waits (10 s at most) until `cond` holds; `what` names it when it never does.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 pub fn upstream(name: &str, url: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nresponse_timeout = \"5s\"\nidle_timeout = \"5s\"\n{extra}\n")
 }

@@ -1,0 +1,73 @@
+//! Repository links: content is stored once per digest, but served under a repository's
+//! name only once that repository is known to hold it.
+//!
+//! The distribution-spec scopes blobs and manifests to repositories, and registries enforce
+//! it: a digest learnt from a public manifest must not open a private repository's content
+//! through the cache. Links are written where the upstream vouches for them (manifests
+//! fetched in the repository and what they reference, fills, `HEAD`s, imports); a stored
+//! digest with no link costs one upstream `HEAD` in that repository, shared by concurrent
+//! askers. Offline, only known links are served.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use super::{Cache, Target};
+use crate::error::{Error, Result};
+use crate::oci::media::AcceptClass;
+use crate::oci::Digest;
+
+/// What kind of content a digest names, for the upstream path to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Content {
+    Blob,
+    Manifest,
+}
+
+impl Cache {
+    /// Whether the repository holds `d`: from a link, or (online) from the upstream's answer
+    /// to a `HEAD`, which is then remembered.
+    pub(super) async fn holds(self: &Arc<Self>, t: &Target, d: &Digest, what: Content) -> Result<bool> {
+        if self.store.index.is_linked(t.upstream.name(), &t.repo, d)? {
+            return Ok(true);
+        }
+        if self.settings.offline {
+            return Ok(false);
+        }
+        let key = format!("{}\0{}\0{d}", t.upstream.name(), t.repo);
+        let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
+        let (held, _) = self
+            .links
+            .run(key, async move { this.ask_upstream(&t2, &d2, what).await })
+            .await;
+        held
+    }
+
+    async fn ask_upstream(&self, t: &Target, d: &Digest, what: Content) -> Result<bool> {
+        let up = &t.upstream;
+        let (path, accept, unknown) = match what {
+            Content::Blob => (format!("/v2/{}/blobs/{d}", t.repo), None, Error::BlobUnknown),
+            Content::Manifest => (
+                format!("/v2/{}/manifests/{d}", t.repo),
+                Some(AcceptClass::ALL.header_value()),
+                Error::ManifestUnknown(d.to_string()),
+            ),
+        };
+        let resp = up.send(Method::HEAD, &path, accept.as_deref(), &t.repo).await?;
+        match resp.status() {
+            StatusCode::OK => {
+                tracing::debug!(upstream = %up.name(), repo = %t.repo, digest = %d, "upstream confirms the repository holds a stored digest");
+                match what {
+                    Content::Blob => self.store.index.link(up.name(), &t.repo, [d])?,
+                    Content::Manifest => self.link_manifest(t, d)?,
+                }
+                Ok(true)
+            }
+            StatusCode::NOT_FOUND => {
+                tracing::info!(upstream = %up.name(), repo = %t.repo, digest = %d, "stored digest not held by this repository upstream; refused");
+                Ok(false)
+            }
+            _ => Err(up.status_error(&resp, unknown)),
+        }
+    }
+}
