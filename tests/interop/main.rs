@@ -1,0 +1,17 @@
+//! Interop: real clients (skopeo, containerd's ctr) pull through the entrepot binary from a
+//! real upstream (CNCF distribution, Debian's `docker-registry`), all on loopback.
+//!
+//! The tools come from the test command (`scripts/test` installs them). Run alone, these
+//! tests skip when a tool is missing, unless `ENTREPOT_INTEROP=require`, which the test
+//! command sets, so that CI cannot pass without running them.
+//!
+//! - `pulls`: each client alone on a fresh entrepot: skopeo, ctr, TLS, two sites on disk;
+//! - `mixed`: the traffic of a site: clients with different `Accept` headers taking turns
+//!   on one entrepot (skopeo, ctr, podman, oras, the Docker Engine), tags moving upstream,
+//!   repositories that do not hold a digest, schema 1.
+
+#[path = "../common/certs.rs"]
+mod certs;
+mod mixed;
+mod pulls;
+mod support;
