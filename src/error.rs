@@ -38,6 +38,10 @@ pub enum Error {
     Denied(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
+    /// A request no strict HTTP server would take (RFC 9112): answered, then the connection
+    /// is closed, since its framing cannot be trusted.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("too many requests (upstream {upstream})")]
     TooManyRequests {
         upstream: String,
@@ -86,6 +90,7 @@ impl Error {
             Error::Unauthorized(_) | Error::AuthRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::DigestMismatch { .. } | Error::UpstreamBad { .. } => StatusCode::BAD_GATEWAY,
@@ -104,7 +109,7 @@ impl Error {
             Error::DigestInvalid(_) => "DIGEST_INVALID",
             Error::Unauthorized(_) | Error::AuthRequired { .. } => "UNAUTHORIZED",
             Error::Denied(_) => "DENIED",
-            Error::Unsupported(_) => "UNSUPPORTED",
+            Error::Unsupported(_) | Error::BadRequest(_) => "UNSUPPORTED",
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => "UNAVAILABLE",
@@ -150,6 +155,9 @@ impl Error {
             Error::UpstreamUnavailable { .. } => {
                 builder = builder.header(header::RETRY_AFTER, "30");
             }
+            Error::BadRequest(_) => {
+                builder = builder.header(header::CONNECTION, "close");
+            }
             _ => {}
         }
         let body = if head { Body::empty() } else { Body::full(body) };
@@ -181,6 +189,7 @@ mod tests {
             (Error::AuthRequired { realm: "r".into() }, 401, "UNAUTHORIZED"),
             (Error::Denied("x".into()), 403, "DENIED"),
             (Error::Unsupported("x".into()), 405, "UNSUPPORTED"),
+            (Error::BadRequest("x".into()), 400, "UNSUPPORTED"),
             (
                 Error::TooManyRequests {
                     upstream: "u".into(),

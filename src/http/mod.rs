@@ -103,15 +103,16 @@ fn count(app: &App, route: &'static str, method: &Method, resp: &Response<Body>)
 }
 
 async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Route>) -> Result<Response<Body>> {
-    let path = req.uri().path();
-    if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
-        return ops::handle(app, path).await;
-    }
+    check_framing(req)?;
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(Error::Unsupported(format!(
             "{} is not supported: entrepot is a read-only cache",
             req.method()
         )));
+    }
+    let path = req.uri().path();
+    if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
+        return ops::handle(app, path).await;
     }
     let route = route?;
     let who = app
@@ -154,6 +155,32 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
         span.record("cache", c);
     }
     Ok(resp)
+}
+
+/// What a strict HTTP server refuses (RFC 9112): an HTTP/1.1 request without exactly one
+/// `Host` (§3.2), two `Host`s in any version, and a body on a request that has none here.
+/// entrepot never reads a request body, so any body framing (`Transfer-Encoding`, a
+/// non-zero `Content-Length`) is a client error or a smuggling attempt: 400, and the
+/// connection is closed.
+fn check_framing<B>(req: &Request<B>) -> Result<()> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
+        return Err(Error::BadRequest(format!(
+            "an HTTP/1.1 request needs exactly one Host header, not {hosts}"
+        )));
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Err(Error::BadRequest(
+            "a request body (Transfer-Encoding) is not accepted".into(),
+        ));
+    }
+    let lengths = req.headers().get_all(header::CONTENT_LENGTH);
+    if lengths.iter().any(|v| v.as_bytes() != b"0") {
+        return Err(Error::BadRequest(
+            "a request body (Content-Length) is not accepted".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn json_response(status: StatusCode, body: String, head: bool) -> Response<Body> {

@@ -37,8 +37,11 @@ pub async fn handle(app: &Arc<App>, path: &str) -> Result<Response<Body>> {
     Ok(resp)
 }
 
-/// The service on `metrics_listen`: these three paths and nothing else.
+/// The service on `metrics_listen`: these three paths, read-only, and nothing else.
 pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Result<Response<Body>, Infallible> {
+    if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        return Ok(Error::Unsupported(format!("{} is not supported here", req.method())).to_response(false));
+    }
     Ok(match handle(&app, req.uri().path()).await {
         Ok(r) => r,
         Err(e) => e.to_response(false),

@@ -113,3 +113,102 @@ async fn a_huge_header_is_refused_without_harm() {
     }
     assert_eq!(get(&proxy.url("/v2/")).await.status, 200, "still serving");
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes it (10 s at
+/// most): the whole answer, and whether the server closed the connection.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn requests_a_strict_server_refuses_get_400_and_a_closed_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    let cases: [&[u8]; 6] = [
+        b"GET /v2/ HTTP/1.1\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;\x01ext\r\nx\r\n0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        b"HEAD /v2/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for request in cases {
+        let shown = String::from_utf8_lossy(request).into_owned();
+        let (answer, closed) = raw(proxy.addr, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{shown:?} -> {answer}");
+        assert!(closed, "{shown:?}: the connection is closed after the 400");
+    }
+    // HTTP/1.0 has no Host requirement; a request without a body is fine either way.
+    let (answer, _) = raw(proxy.addr, b"GET /v2/ HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    let (answer, _) = raw(
+        proxy.addr,
+        b"GET /v2/ HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn the_operational_endpoints_are_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    for (method, path) in [
+        (Method::POST, "/metrics"),
+        (Method::DELETE, "/readyz"),
+        (Method::PUT, "/healthz"),
+    ] {
+        let got = request(method.clone(), &proxy.url(path), &[]).await;
+        assert_eq!(
+            (got.status.as_u16(), got.error_code().as_str()),
+            (405, "UNSUPPORTED"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(get(&proxy.url("/healthz")).await.status, 200);
+}
+
+#[tokio::test]
+async fn clients_that_send_nothing_cannot_fill_the_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let extra = "max_connections = 4\nheader_read_timeout = \"2s\"";
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", extra).await;
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    // Room is made at once: the longest-silent connection gives way. The bound below is a
+    // liveness limit (header_read_timeout plus a second), not a measure of speed.
+    let served = tokio::time::timeout(std::time::Duration::from_secs(3), get(&proxy.url("/v2/"))).await;
+    assert_eq!(served.expect("a normal client is served").status, 200);
+    // And a connection that never sends a byte is closed after header_read_timeout.
+    let mut last = silent.pop().unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut last, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection stays open: {closed:?}"
+    );
+}
