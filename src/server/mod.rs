@@ -2,6 +2,7 @@
 //! header-read timeout against slow clients, a cap on open connections, certificates
 //! reloaded on SIGHUP, and a graceful shutdown that lets transfers finish for a while.
 
+mod silent;
 pub mod tls;
 
 use std::future::Future;
@@ -15,11 +16,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
 
 use crate::app::App;
 use crate::http::admin;
 use crate::http::sendfile::{Queue, SendfileStream};
+use silent::{Silent, Waiting};
 
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,15 +56,8 @@ pub async fn serve(
         tokio::spawn(serve_ops(app.clone())),
     ];
     tokio::pin!(shutdown);
+    let silent = Arc::new(Silent::default());
     loop {
-        // At the connection cap, stop accepting until one closes: the kernel's backlog waits.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -74,7 +70,16 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let deadline = Instant::now() + app.config.header_read_timeout;
+        let permit = tokio::select! {
+            p = make_room(&connections, &silent) => match p {
+                Some(p) => p,
+                None => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let _ = stream.set_nodelay(true);
+        let waiting = Arc::new(silent.enter());
         let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _permit = permit;
@@ -82,15 +87,20 @@ pub async fn serve(
                 None if app.config.sendfile => {
                     let stream = SendfileStream::new(stream);
                     let queue = stream.queue();
-                    serve_connection(app, builder, watcher, peer, stream, Some(queue)).await
+                    serve_connection(app, builder, watcher, peer, stream, Some(queue), waiting, deadline).await
                 }
-                None => serve_connection(app, builder, watcher, peer, stream, None).await,
+                None => serve_connection(app, builder, watcher, peer, stream, None, waiting, deadline).await,
                 Some(acceptor) => {
-                    let timeout = app.config.header_read_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(app, builder, watcher, peer, tls, None).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    let handshake = tokio::select! {
+                        done = acceptor.accept(stream) => done,
+                        () = waiting.silence(deadline) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    match handshake {
+                        Ok(tls) => serve_connection(app, builder, watcher, peer, tls, None, waiting, deadline).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     }
                 }
             }
@@ -152,6 +162,25 @@ async fn serve_admin(app: Arc<App>, listener: Option<UnixListener>) {
     }
 }
 
+/// A place under the connection cap for a connection just accepted. At the cap, the
+/// connection silent for longest is closed to make room; when every connection is busy,
+/// this waits for one to close (the kernel's backlog holds the others). `None` once the
+/// server stops.
+async fn make_room(connections: &Arc<Semaphore>, silent: &Silent) -> Option<OwnedSemaphorePermit> {
+    match connections.clone().try_acquire_owned() {
+        Ok(p) => return Some(p),
+        Err(TryAcquireError::Closed) => return None,
+        Err(TryAcquireError::NoPermits) => {}
+    }
+    if silent.evict_oldest() {
+        tracing::debug!("at the connection cap: closing the connection silent for longest");
+    }
+    connections.clone().acquire_owned().await.ok()
+}
+
+/// Serves one connection; closes it if no request head arrives by `deadline` (or it is
+/// evicted for silence first).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<IO>(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -159,18 +188,33 @@ async fn serve_connection<IO>(
     peer: SocketAddr,
     io: IO,
     zero_copy: Option<Queue>,
+    waiting: Arc<Waiting>,
+    deadline: Instant,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let heard = waiting.clone();
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        heard.heard();
         // HTTP/2 bodies are framed by hyper: only HTTP/1 responses can carry a file.
         if let Some(queue) = zero_copy.as_ref().filter(|_| req.version() <= hyper::Version::HTTP_11) {
             req.extensions_mut().insert(queue.clone());
         }
         crate::http::handle(app.clone(), peer, req)
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let conn = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned(),
+    );
+    let ended = tokio::select! {
+        ended = conn => ended,
+        () = waiting.silence(deadline) => {
+            tracing::debug!(%peer, "closed: no request head within header_read_timeout");
+            return;
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
