@@ -63,6 +63,8 @@ struct RawConfig {
     high_watermark: Option<u8>,
     low_watermark: Option<u8>,
     sweep_interval: Option<String>,
+    scrub_interval: Option<String>,
+    scrub_rate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +175,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Cached blobs go to plain-HTTP/1 clients with sendfile(2).
     pub sendfile: bool,
+    /// How often a server scrubs the store by itself; `None`: never (`entrepot scrub`).
+    pub scrub_interval: Option<Duration>,
+    /// Bytes a second a scrub reads at most, so that serving keeps the disk.
+    pub scrub_rate: u64,
 }
 
 /// PEM files for the listener's TLS.
@@ -377,6 +383,11 @@ impl RawConfig {
                 None => 10_000,
             },
             sendfile: self.sendfile.unwrap_or(true),
+            scrub_interval: match self.scrub_interval.as_deref() {
+                None | Some("off") => None,
+                Some(_) => Some(duration("scrub_interval", self.scrub_interval, "")?),
+            },
+            scrub_rate: size("scrub_rate", self.scrub_rate, "64MiB")?,
             retention: RetentionConfig {
                 classes: self
                     .retention

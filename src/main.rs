@@ -43,6 +43,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Hash every stored blob and manifest again; quarantine what no longer matches its
+    /// digest (it is fetched again on the next pull). Exits 1 when it found any.
+    Scrub {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Read at most this many bytes a second ("64MiB", "1GiB"); default: `scrub_rate`.
+        #[arg(long)]
+        rate: Option<String>,
+    },
     /// Explain policy decisions.
     Policy {
         #[command(subcommand)]
@@ -138,7 +147,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let command = Cli::parse().command;
     let config_path = match &command {
-        Command::Serve { config, .. } | Command::Gc { config, .. } => &config.file,
+        Command::Serve { config, .. } | Command::Gc { config, .. } | Command::Scrub { config, .. } => &config.file,
         Command::Policy {
             command: PolicyCommand::Check { config, .. },
         } => &config.file,
@@ -172,6 +181,17 @@ fn main() -> ExitCode {
             block_on(serve(cfg))
         }
         Command::Gc { dry_run, .. } => block_on(print(entrepot::ops::gc(cfg, dry_run))),
+        Command::Scrub { rate, .. } => {
+            let rate = match rate.as_deref().map(|r| entrepot::config::parse_size(r).ok_or(r)) {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(r)) => {
+                    eprintln!("entrepot: --rate {r:?} is not a size like \"64MiB\"");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            block_on(scrub(cfg, rate))
+        }
         Command::Policy {
             command: PolicyCommand::Check { reference, .. },
         } => block_on(print(entrepot::ops::policy_check(cfg, &reference))),
@@ -261,6 +281,24 @@ async fn print(report: impl Future<Output = entrepot::Result<String>>) -> ExitCo
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("entrepot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the scrub's report; exits 1 when it found corrupt content.
+async fn scrub(cfg: Config, rate: Option<u64>) -> ExitCode {
+    match entrepot::ops::scrub(cfg, rate).await {
+        Ok((text, corrupt)) => {
+            print!("{text}");
+            if corrupt {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("entrepot: {e}");

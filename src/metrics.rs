@@ -158,11 +158,12 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub evictions: Counter,
     pub evicted_bytes: Counter,
+    pub store_corrupt: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let m = Metrics {
             requests: Counter::new("entrepot_http_requests_total", "Requests answered, by route, method and status."),
             lookups: Counter::new(
                 "entrepot_cache_lookups_total",
@@ -179,7 +180,16 @@ impl Default for Metrics {
             ),
             evictions: Counter::new("entrepot_evictions_total", "Manifests and blobs evicted by retention, by class."),
             evicted_bytes: Counter::new("entrepot_evicted_bytes_total", "Bytes evicted by retention, by class."),
+            store_corrupt: Counter::new(
+                "entrepot_store_corrupt_total",
+                "Stored blobs and manifests found not to match their digest (by scrub, or when a manifest is read), quarantined.",
+            ),
+        };
+        // Zero from the start, so that an alert on any increase has a series to watch.
+        for kind in ["blob", "manifest"] {
+            m.store_corrupt.add(&[("kind", kind)], 0);
         }
+        m
     }
 }
 
@@ -193,6 +203,7 @@ impl Metrics {
         self.upstream_latency.render(out);
         self.evictions.render(out);
         self.evicted_bytes.render(out);
+        self.store_corrupt.render(out);
     }
 }
 

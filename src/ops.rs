@@ -1,4 +1,5 @@
-//! Operator commands: `policy check`, `gc`, `cache stats`, `seed`, `export`, `import`.
+//! Operator commands: `policy check`, `gc`, `cache stats`, `scrub`, `seed`, `export`,
+//! `import`.
 //!
 //! A running entrepot holds the index, so it is asked through its operator socket
 //! (`<data_dir>/admin.sock`, `http::admin`); when none answers, the data directory is
@@ -34,6 +35,33 @@ pub async fn gc(config: Config, dry_run: bool) -> Result<String> {
     let plan = app.cache.sweep(dry_run).await?;
     app.cache.flush().await;
     Ok(crate::report::plan(&plan, dry_run))
+}
+
+/// What `entrepot scrub` prints, and whether it found corrupt content. Reads at most
+/// `rate` bytes a second (the config's `scrub_rate` when `None`).
+pub async fn scrub(config: Config, rate: Option<u64>) -> Result<(String, bool)> {
+    let path = match rate {
+        Some(r) => format!("/scrub?rate={r}"),
+        None => "/scrub".to_owned(),
+    };
+    if let Some(resp) = admin_request(&config, Method::POST, &path, HttpBody::empty()).await {
+        eprintln!("entrepot: scrubbing through the running server (progress in its log)");
+        let resp = resp?;
+        let corrupt = resp
+            .headers()
+            .get(admin::CORRUPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|n| n != "0");
+        return Ok((text_of(resp).await?, corrupt));
+    }
+    let rate = rate.unwrap_or(config.scrub_rate);
+    let app = App::build(config)?;
+    let scrubbed = app
+        .cache
+        .scrub(rate, |p| eprintln!("{}", crate::report::scrub_progress(&p)))
+        .await?;
+    app.cache.flush().await;
+    Ok((crate::report::scrub(&scrubbed), !scrubbed.corrupt.is_empty()))
 }
 
 /// What `entrepot cache stats` prints.

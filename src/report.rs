@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::cache::scrub::{Progress, Scrubbed};
 use crate::cache::sweep::{CacheStats, Usage};
 use crate::policy::retention::{Kind, Plan};
 
@@ -23,6 +24,50 @@ fn human_bytes(b: u64) -> String {
 
 fn human_age(ms: u64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+}
+
+/// What `entrepot scrub` found. The last line counts what was corrupt, as `N corrupt`.
+pub fn scrub(s: &Scrubbed) -> String {
+    let mut out = String::new();
+    for c in &s.corrupt {
+        let _ = writeln!(
+            out,
+            "corrupt {} {} (hashes to {}): quarantined as {}",
+            c.kind,
+            c.digest,
+            c.found,
+            c.moved_to.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "scrubbed {} manifest(s) and {} blob(s), {} in {:.1} s: {} corrupt",
+        s.manifests,
+        s.blobs,
+        human_bytes(s.bytes),
+        s.elapsed.as_secs_f64(),
+        s.corrupt.len()
+    );
+    out
+}
+
+/// A scrub's progress line: blobs and bytes done, rate, time left.
+pub fn scrub_progress(p: &Progress) -> String {
+    let secs = p.elapsed.as_secs_f64().max(0.001);
+    let rate = p.bytes as f64 / secs;
+    let left = if rate > 0.0 {
+        format!("{:.0} s left", p.total_bytes.saturating_sub(p.bytes) as f64 / rate)
+    } else {
+        "time left unknown".to_owned()
+    };
+    format!(
+        "scrub: {}/{} blob(s), {} of {} at {}/s, {left}",
+        p.blobs,
+        p.total_blobs,
+        human_bytes(p.bytes),
+        human_bytes(p.total_bytes),
+        human_bytes(rate as u64)
+    )
 }
 
 pub fn plan(plan: &Plan, dry_run: bool) -> String {

@@ -50,12 +50,21 @@ impl ManifestAnswer {
 }
 
 impl Cache {
-    /// A cached manifest: from memory when it was served lately, else from the index.
+    /// A cached manifest: from memory when it was served lately, else from the index,
+    /// checked against its digest (a manifest that no longer matches is quarantined and
+    /// fetched again).
     fn cached_manifest(&self, d: &Digest) -> Result<Option<Manifest>> {
         if let Some(m) = self.hot.get(d) {
             return Ok(Some(m));
         }
-        let found = self.store.index.manifest(d)?.map(|(rec, bytes)| Manifest {
+        let Some((rec, bytes)) = self.store.index.manifest(d)? else {
+            return Ok(None);
+        };
+        if let Err(found) = d.verify(&bytes) {
+            self.quarantine_manifest(d, found, &bytes)?;
+            return Ok(None);
+        }
+        let found = Some(Manifest {
             digest: d.clone(),
             media_type: rec.media_type,
             bytes,

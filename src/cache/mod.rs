@@ -6,7 +6,8 @@
 //! - `flight`: single flight for the small things (manifests, tag lists, referrers);
 //! - `manifests`: manifests by digest and by tag, tag revalidation, stale-if-error;
 //! - `lists`: tag lists and referrers;
-//! - `links`: which repositories hold a stored digest.
+//! - `links`: which repositories hold a stored digest;
+//! - `scrub`: committed content hashed again, corruption quarantined.
 
 mod admission;
 pub mod fill;
@@ -15,6 +16,7 @@ pub mod follow;
 mod links;
 mod lists;
 mod manifests;
+pub mod scrub;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};

@@ -65,6 +65,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> std::result::Result
         (&Method::POST, "/seed") => seed(app, req.into_body()).await,
         (&Method::POST, "/export") => export(app, req.into_body()).await,
         (&Method::POST, "/import") => import(app, req.into_body()).await,
+        (&Method::POST, "/scrub") => scrub(app, req.uri().query()).await,
         _ => answer(&app, &method, &path).await.map(text),
     };
     Ok(answered.unwrap_or_else(|e| e.to_response(head)))
@@ -81,7 +82,7 @@ fn text(text: String) -> Response<Body> {
 }
 
 fn bad_request(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unsupported(format!("{what}: {e}"))
+    Error::BadRequest(format!("{what}: {e}"))
 }
 
 async fn export(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
@@ -221,6 +222,25 @@ async fn seed(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    Ok(resp)
+}
+
+/// The header that carries how many corrupt objects a scrub found.
+pub const CORRUPT: &str = "x-entrepot-corrupt";
+
+/// `POST /scrub?rate=<bytes a second>`: the report, with the corrupt count in a header.
+/// Progress goes to the server's log.
+async fn scrub(app: Arc<App>, query: Option<&str>) -> Result<Response<Body>> {
+    let rate = match crate::http::query_param(query, "rate") {
+        Some(r) => r.parse().map_err(|e| bad_request("rate", e))?,
+        None => app.config.scrub_rate,
+    };
+    let scrubbed = (app.cache)
+        .scrub(rate, |p| tracing::info!("{}", crate::report::scrub_progress(&p)))
+        .await?;
+    let mut resp = text(crate::report::scrub(&scrubbed));
+    resp.headers_mut()
+        .insert(CORRUPT, HeaderValue::from(scrubbed.corrupt.len()));
     Ok(resp)
 }
 

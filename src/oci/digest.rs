@@ -57,6 +57,18 @@ impl Digest {
         &self.hex
     }
 
+    /// Whether `bytes` are what this digest names; else what they hash to.
+    pub fn verify(&self, bytes: &[u8]) -> Result<(), Digest> {
+        let mut h = Hasher::new(self.algorithm());
+        h.update(bytes);
+        let got = h.finish();
+        if &got == self {
+            Ok(())
+        } else {
+            Err(got)
+        }
+    }
+
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
         let mut h = Hasher::new(Algorithm::Sha256);

@@ -52,6 +52,7 @@ pub async fn serve(
         tokio::spawn(reconcile_store(app.clone())),
         tokio::spawn(flush_periodically(app.clone())),
         tokio::spawn(sweep_periodically(app.clone())),
+        tokio::spawn(scrub_periodically(app.clone())),
         tokio::spawn(reload_on_sighup(app.clone())),
         tokio::spawn(serve_ops(app.clone())),
     ];
@@ -291,6 +292,24 @@ async fn sweep_periodically(app: Arc<App>) {
         }
         if let Err(e) = cache.sweep(false).await {
             tracing::warn!(error = %e, "sweep failed");
+        }
+    }
+}
+
+/// The store scrubbed every `scrub_interval`, when one is set.
+async fn scrub_periodically(app: Arc<App>) {
+    let Some(every) = app.config.scrub_interval else { return };
+    loop {
+        tokio::time::sleep(every).await;
+        let scrubbed = app
+            .cache
+            .scrub(app.config.scrub_rate, |p| {
+                tracing::debug!("{}", crate::report::scrub_progress(&p))
+            })
+            .await;
+        match scrubbed {
+            Ok(s) => tracing::info!("{}", crate::report::scrub(&s).trim_end()),
+            Err(e) => tracing::warn!(error = %e, "scrub failed"),
         }
     }
 }

@@ -3,10 +3,11 @@
 //! ```text
 //! <data_dir>/blobs/sha256/ab/abcdef…   committed, verified bytes (read-only)
 //! <data_dir>/tmp/<ingest-id>           bytes being fetched; renamed into blobs/ only when verified
+//! <data_dir>/quarantine/<alg>-<hex>     content that no longer matched its digest (scrub)
 //! ```
 //!
 //! This is the narrow seam behind which blob bytes live: open to read, ingest, commit,
-//! remove, list. Nothing outside this module builds a blob path.
+//! check, quarantine, remove, list. Nothing outside this module builds a blob path.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::io::Write;
 
-use crate::oci::digest::Digest;
+use crate::oci::digest::{Digest, Hasher};
 
 #[derive(Debug)]
 pub struct Blobs {
     blobs_dir: PathBuf,
     tmp_dir: PathBuf,
+    quarantine_dir: PathBuf,
+}
+
+/// What re-reading a committed blob found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Its bytes match its name; its size.
+    Intact(u64),
+    /// Its bytes no longer match its name: what they hash to instead, and their size.
+    Corrupt(Digest, u64),
+    /// No such file (evicted meanwhile).
+    Gone,
 }
 
 static INGEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -29,6 +42,7 @@ impl Blobs {
         let blobs = Blobs {
             blobs_dir: data_dir.join("blobs"),
             tmp_dir: data_dir.join("tmp"),
+            quarantine_dir: data_dir.join("quarantine"),
         };
         std::fs::create_dir_all(&blobs.blobs_dir)?;
         std::fs::create_dir_all(&blobs.tmp_dir)?;
@@ -108,6 +122,65 @@ impl Blobs {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Reads a committed blob again and hashes it, calling `paced` with each chunk's length
+    /// (the caller's rate limit). Blocking.
+    pub fn check(&self, digest: &Digest, mut paced: impl FnMut(usize)) -> io::Result<Check> {
+        use std::io::Read;
+        let mut file = match std::fs::File::open(self.path(digest)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Check::Gone),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            paced(n);
+        }
+        let got = hasher.finish();
+        Ok(if &got == digest {
+            Check::Intact(size)
+        } else {
+            Check::Corrupt(got, size)
+        })
+    }
+
+    /// Moves a committed blob out of serving into `quarantine/`, kept for an operator to
+    /// look at. Readers that have it open keep reading. Blocking.
+    pub fn quarantine(&self, digest: &Digest) -> io::Result<PathBuf> {
+        let to = self.quarantine_path(digest, "")?;
+        std::fs::rename(self.path(digest), &to)?;
+        Ok(to)
+    }
+
+    /// Keeps bytes that failed verification elsewhere (a manifest from the index) beside
+    /// the quarantined blobs. Blocking.
+    pub fn quarantine_bytes(&self, digest: &Digest, what: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+        let to = self.quarantine_path(digest, what)?;
+        std::fs::write(&to, bytes)?;
+        Ok(to)
+    }
+
+    /// `quarantine/<alg>-<hex>[.<what>]`, with a suffix when that name is taken already.
+    fn quarantine_path(&self, digest: &Digest, what: &str) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.quarantine_dir)?;
+        let base = format!("{}-{}{}", digest.algorithm().name(), digest.hex(), what);
+        let mut to = self.quarantine_dir.join(&base);
+        for n in 1.. {
+            if !to.exists() {
+                break;
+            }
+            to = self.quarantine_dir.join(format!("{base}.{n}"));
+        }
+        Ok(to)
     }
 
     /// Removes ingests left behind by a previous process. Returns how many.

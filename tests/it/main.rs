@@ -17,5 +17,6 @@ mod policy;
 mod requests;
 mod retention;
 mod routing;
+mod scrub;
 mod tls;
 mod upstream_auth;
