@@ -79,10 +79,7 @@ fn routing(c: &mut Criterion) {
     c.bench_function("route_and_resolve", |b| {
         b.iter(|| {
             let route = entrepot::http::route::parse(black_box(path)).unwrap();
-            entrepot::http::target::resolve(&upstreams, &route.name, None)
-                .unwrap()
-                .repo
-                .len()
+            upstreams.resolve(&route.name, None).unwrap().repo.len()
         })
     });
     c.bench_function("name_grammar", |b| {

@@ -8,8 +8,8 @@ use crate::cache::{Cache, Settings};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::server::tls::Tls;
 use crate::store::Store;
+use crate::tls::Tls;
 use crate::upstream::Upstreams;
 
 pub struct App {

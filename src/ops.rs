@@ -15,9 +15,9 @@ use http_body_util::BodyExt;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::http::admin;
 use crate::http::body::Body as HttpBody;
 use crate::http::frames::{self, Deframer, FrameWriter};
-use crate::http::{admin, target};
 use crate::layout::{
     self,
     export::{Output, Selection},
@@ -88,7 +88,7 @@ pub async fn policy_check(mut config: Config, reference: &str) -> Result<String>
     };
     let result = async {
         let app: Arc<App> = App::build(config)?;
-        let t = target::resolve(&app.upstreams, name, None)?;
+        let t = app.upstreams.resolve(name, None)?;
         let out = app.cache.explain(&t, reference).await;
         app.cache.flush().await;
         out

@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::target;
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::AcceptClass;
 use crate::oci::Digest;
@@ -80,7 +79,7 @@ struct Pulled {
 impl Puller {
     async fn manifest(&self, name: &str, reference: &str) -> Result<Pulled> {
         let app = &self.0;
-        let t = target::resolve(&app.upstreams, name, None)?;
+        let t = app.upstreams.resolve(name, None)?;
         let answer = if reference.contains(':') {
             let d: Digest = reference.parse().map_err(|e| Error::DigestInvalid(format!("{e}")))?;
             app.cache.manifest_by_digest(&t, &d).await?
@@ -96,12 +95,12 @@ impl Puller {
     }
 
     async fn blob(&self, name: &str, d: &Digest) -> Result<u64> {
-        let t = target::resolve(&self.0.upstreams, name, None)?;
+        let t = self.0.upstreams.resolve(name, None)?;
         self.0.cache.fetch_blob(&t, d).await
     }
 
     async fn referrers(&self, name: &str, d: &Digest) -> Result<Vec<Descriptor>> {
-        let t = target::resolve(&self.0.upstreams, name, None)?;
+        let t = self.0.upstreams.resolve(name, None)?;
         Ok(self.0.cache.referrers(&t, d).await?.items)
     }
 }

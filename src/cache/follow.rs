@@ -12,7 +12,19 @@ use tokio::sync::mpsc;
 
 use super::fill::{Fill, Phase};
 use super::sweep::Serving;
-use crate::http::body::Body;
+
+/// A blob's bytes for one client, fed by its reader task through a bounded channel. An
+/// `Err` item ends the transfer short: whoever sends it on must abort, never end cleanly.
+pub struct Chunks {
+    pub rx: mpsc::Receiver<io::Result<Bytes>>,
+    /// The exact length, when known.
+    pub len: Option<u64>,
+}
+
+fn chunks(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, Chunks) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    (tx, Chunks { rx, len })
+}
 
 /// Reads of a committed file: large, for throughput (a transfer holds three at most).
 const COMMITTED_CHUNK: usize = 1 << 20;
@@ -21,8 +33,8 @@ const FOLLOW_CHUNK: usize = 256 * 1024;
 const CHANNEL_CHUNKS: usize = 2;
 
 /// Streams `len` bytes of a committed file from `start`. `serving` is held until the end.
-pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Serving) -> Body {
-    let (tx, body) = Body::channel(CHANNEL_CHUNKS, Some(len));
+pub fn committed(mut file: tokio::fs::File, start: u64, len: u64, serving: Serving) -> Chunks {
+    let (tx, body) = chunks(Some(len));
     tokio::spawn(async move {
         if let Err(e) = file.seek(SeekFrom::Start(start)).await {
             let _ = tx.send(Err(e)).await;
@@ -85,8 +97,8 @@ pub fn following(
     end: Option<u64>,
     len: Option<u64>,
     serving: Serving,
-) -> Body {
-    let (tx, body) = Body::channel(CHANNEL_CHUNKS, len);
+) -> Chunks {
+    let (tx, body) = chunks(len);
     tokio::spawn(async move {
         if let Err(e) = follow(&tx, &fill, committed_path, start, end, &serving).await {
             tracing::debug!(digest = %fill.digest, error = %e, "follower aborted");

@@ -17,10 +17,10 @@ use http::Method;
 use super::links::Content;
 use super::{age, Cache, Outcome, Target};
 use crate::error::{Error, Result};
-use crate::http::headers::CONTENT_DIGEST;
+use crate::oci::digest::{Hasher, CONTENT_DIGEST};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
-use crate::oci::{digest::Hasher, Digest};
+use crate::oci::Digest;
 use crate::store::index::{now_ms, ManifestRecord, TagRecord};
 use crate::upstream::{header_str, read_small};
 

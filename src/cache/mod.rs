@@ -33,18 +33,11 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::oci::Digest;
 use crate::store::Store;
-use crate::upstream::{header_str, Upstream};
+use crate::upstream::{header_str, Target};
 use links::Content;
 
 pub use lists::ListAnswer;
 pub use manifests::{Manifest, ManifestAnswer};
-
-/// Where a request's content comes from: an upstream and the repository name it knows.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub upstream: Arc<Upstream>,
-    pub repo: String,
-}
 
 /// How a request was served, for the response header and the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

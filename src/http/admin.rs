@@ -68,7 +68,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>) -> std::result::Result
         (&Method::POST, "/scrub") => scrub(app, req.uri().query()).await,
         _ => answer(&app, &method, &path).await.map(text),
     };
-    Ok(answered.unwrap_or_else(|e| e.to_response(head)))
+    Ok(answered.unwrap_or_else(|e| super::rescue::rescue(&e, head)))
 }
 
 fn text(text: String) -> Response<Body> {

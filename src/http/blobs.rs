@@ -5,14 +5,15 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::Body;
-use super::headers::CONTENT_DIGEST;
 use super::range::{self, RangeRequest};
 use super::sendfile;
 use super::set_outcome;
 use crate::app::App;
-use crate::cache::{follow, BlobSource, Outcome, Target};
+use crate::cache::{follow, BlobSource, Outcome};
 use crate::error::{Error, Result};
+use crate::oci::digest::CONTENT_DIGEST;
 use crate::oci::{media, Digest};
+use crate::upstream::Target;
 
 /// `zero_copy`: the connection's queue when it can take `sendfile` bodies.
 pub async fn get(
@@ -56,11 +57,11 @@ pub async fn get(
                     serving,
                 ))
             }
-            None => follow::committed(file, start, len.unwrap_or(0), serving),
+            None => follow::committed(file, start, len.unwrap_or(0), serving).into(),
         },
         BlobSource::Filling {
             fill, committed_path, ..
-        } => follow::following(fill, committed_path, start, len.map(|l| start + l), len, serving),
+        } => follow::following(fill, committed_path, start, len.map(|l| start + l), len, serving).into(),
     };
     Ok(respond(status, &d, len, content_range, body, outcome))
 }

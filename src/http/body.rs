@@ -39,6 +39,16 @@ impl Body {
     }
 }
 
+/// A blob streamed by the cache (`cache::follow`).
+impl From<crate::cache::follow::Chunks> for Body {
+    fn from(c: crate::cache::follow::Chunks) -> Body {
+        Body::Stream {
+            rx: c.rx,
+            remaining: c.len,
+        }
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = io::Error;

@@ -10,9 +10,9 @@ use super::headers::OCI_FILTERS_APPLIED;
 use super::{json_response, query_param, set_outcome};
 use crate::access::Identity;
 use crate::app::App;
-use crate::cache::Target;
 use crate::error::{Error, Result};
 use crate::oci::{media, Digest};
+use crate::upstream::Target;
 
 pub async fn tags(
     app: &Arc<App>,

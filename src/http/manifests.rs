@@ -6,13 +6,13 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::Body;
-use super::headers::CONTENT_DIGEST;
 use super::set_outcome;
 use crate::app::App;
-use crate::cache::Target;
 use crate::error::{Error, Result};
+use crate::oci::digest::CONTENT_DIGEST;
 use crate::oci::media::AcceptClass;
 use crate::oci::{name, Digest};
+use crate::upstream::Target;
 
 pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, head: bool) -> Result<Response<Body>> {
     let answer = if reference.contains(':') {

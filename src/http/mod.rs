@@ -13,9 +13,9 @@ mod lists;
 mod manifests;
 pub mod ops;
 pub mod range;
+mod rescue;
 pub mod route;
 pub mod sendfile;
-pub mod target;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -63,7 +63,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
             } else {
                 tracing::debug!(error = %e, "request refused");
             }
-            e.to_response(head)
+            rescue::rescue(&e, head)
         }
     };
     resp.headers_mut().insert(
@@ -133,7 +133,7 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
     }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
-    let target = target::resolve(&app.upstreams, &route.name, ns.as_deref())?;
+    let target = app.upstreams.resolve(&route.name, ns.as_deref())?;
     if app.access.restricts_repositories() {
         app.access
             .authorize(&who, &format!("{}/{}", target.upstream.name(), target.repo))?;

@@ -40,10 +40,13 @@ pub async fn handle(app: &Arc<App>, path: &str) -> Result<Response<Body>> {
 /// The service on `metrics_listen`: these three paths, read-only, and nothing else.
 pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Result<Response<Body>, Infallible> {
     if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        return Ok(Error::Unsupported(format!("{} is not supported here", req.method())).to_response(false));
+        return Ok(super::rescue::rescue(
+            &Error::Unsupported(format!("{} is not supported here", req.method())),
+            false,
+        ));
     }
     Ok(match handle(&app, req.uri().path()).await {
         Ok(r) => r,
-        Err(e) => e.to_response(false),
+        Err(e) => super::rescue::rescue(&e, false),
     })
 }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use super::{tar, ANN_ACCEPT, ANN_REPOSITORY, ANN_TAG, ANN_UPSTREAM, ANN_VALIDATED, REF_NAME};
 use crate::error::{Error, Result};
-use crate::http::target;
 use crate::oci::digest::Hasher;
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
@@ -318,7 +317,9 @@ fn place(upstreams: &Upstreams, entry: &Descriptor, placement: &Placement) -> Re
     let ann = entry.annotations.clone().unwrap_or_default();
     let get = |k: &str| ann.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     if let (Some(up), Some(repo)) = (get(ANN_UPSTREAM), get(ANN_REPOSITORY)) {
-        let t = target::resolve(upstreams, &repo, Some(&up)).map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
+        let t = upstreams
+            .resolve(&repo, Some(&up))
+            .map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
         return Ok((t.upstream.name().to_owned(), t.repo, get(ANN_TAG)));
     }
     let ref_name = get(REF_NAME);
@@ -342,7 +343,8 @@ fn place(upstreams: &Upstreams, entry: &Descriptor, placement: &Placement) -> Re
             entry.digest
         ))
     })?;
-    let t = target::resolve(upstreams, &name, placement.upstream.as_deref())
+    let t = upstreams
+        .resolve(&name, placement.upstream.as_deref())
         .map_err(|e| refused(format!("{}: {e}", entry.digest)))?;
     let tag = tag.filter(|t| crate::oci::name::is_valid_tag(t));
     Ok((t.upstream.name().to_owned(), t.repo, tag))

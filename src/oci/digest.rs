@@ -9,6 +9,10 @@ use std::str::FromStr;
 use sha2::{Digest as _, Sha256, Sha512};
 
 /// A validated digest. Its `Display` form is the canonical `algorithm:hex` string.
+/// The header that names a manifest's or blob's digest, in answers from registries and
+/// to clients.
+pub const CONTENT_DIGEST: http::HeaderName = http::HeaderName::from_static("docker-content-digest");
+
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     algorithm: Algorithm,

@@ -3,7 +3,6 @@
 //! reloaded on SIGHUP, and a graceful shutdown that lets transfers finish for a while.
 
 mod silent;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

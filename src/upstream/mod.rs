@@ -4,6 +4,7 @@
 //! Nothing here caches content; only tokens are remembered.
 
 pub mod auth;
+mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use auth::{Challenge, TokenCache};
+pub use target::Target;
 
 const USER_AGENT: &str = concat!("entrepot/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;

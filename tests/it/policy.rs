@@ -295,7 +295,7 @@ async fn policy_check_explains_an_index_child_by_child() {
             (&win, win_bytes.len(), "windows/amd64"),
         ],
     );
-    let t = entrepot::http::target::resolve(&proxy.app.upstreams, "multi/app", None).unwrap();
+    let t = proxy.app.upstreams.resolve("multi/app", None).unwrap();
     let text = proxy.app.cache.explain(&t, "latest").await.unwrap();
     assert!(text.contains("reg.test/multi/app:latest"), "{text}");
     let amd_line = text.lines().find(|l| l.contains("linux/amd64")).unwrap();

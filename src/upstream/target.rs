@@ -4,37 +4,48 @@
 //! (`/v2/docker.io/library/alpine/…`); the default upstream. A first component that looks
 //! like a registry host but names no `[[upstream]]` is refused: the table is closed.
 
-use crate::cache::Target;
+use std::sync::Arc;
+
+use super::{Upstream, Upstreams};
 use crate::error::{Error, Result};
 use crate::oci::name;
-use crate::upstream::Upstreams;
 
-pub fn resolve(upstreams: &Upstreams, path_name: &str, ns: Option<&str>) -> Result<Target> {
-    if let Some(ns) = ns {
-        let up = upstreams.get(ns).ok_or_else(|| not_configured(ns))?;
-        return target(up, path_name);
-    }
-    if let Some((first, rest)) = path_name.split_once('/') {
-        if let Some(up) = upstreams.get(first) {
-            return target(up, rest);
-        }
-        if looks_like_host(first) {
-            if !name::is_valid_name(path_name) {
-                return Err(Error::NameInvalid(shown(path_name)));
-            }
-            return Err(not_configured(first));
-        }
-    }
-    let up = upstreams.default_upstream().ok_or_else(|| {
-        Error::NameUnknown(format!(
-            "{}: no default upstream; prefix the name with an upstream or use ?ns=",
-            shown(path_name)
-        ))
-    })?;
-    target(up, path_name)
+/// Where content comes from: an upstream and the repository name it knows.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    pub repo: String,
 }
 
-fn target(up: &std::sync::Arc<crate::upstream::Upstream>, repo: &str) -> Result<Target> {
+impl Upstreams {
+    /// The target of a name as a client wrote it, `?ns=` given apart.
+    pub fn resolve(&self, path_name: &str, ns: Option<&str>) -> Result<Target> {
+        if let Some(ns) = ns {
+            let up = self.get(ns).ok_or_else(|| not_configured(ns))?;
+            return target(up, path_name);
+        }
+        if let Some((first, rest)) = path_name.split_once('/') {
+            if let Some(up) = self.get(first) {
+                return target(up, rest);
+            }
+            if looks_like_host(first) {
+                if !name::is_valid_name(path_name) {
+                    return Err(Error::NameInvalid(shown(path_name)));
+                }
+                return Err(not_configured(first));
+            }
+        }
+        let up = self.default_upstream().ok_or_else(|| {
+            Error::NameUnknown(format!(
+                "{}: no default upstream; prefix the name with an upstream or use ?ns=",
+                shown(path_name)
+            ))
+        })?;
+        target(up, path_name)
+    }
+}
+
+fn target(up: &Arc<Upstream>, repo: &str) -> Result<Target> {
     if !name::is_valid_name(repo) {
         return Err(Error::NameInvalid(shown(repo)));
     }
@@ -89,7 +100,9 @@ url = "http://127.0.0.1:5001"
     }
 
     fn r(name: &str, ns: Option<&str>) -> Result<(String, String)> {
-        resolve(&upstreams(), name, ns).map(|t| (t.upstream.name().to_owned(), t.repo))
+        upstreams()
+            .resolve(name, ns)
+            .map(|t| (t.upstream.name().to_owned(), t.repo))
     }
 
     #[test]
