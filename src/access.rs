@@ -15,6 +15,7 @@ use sha2::Digest as _;
 
 use crate::config::AuthConfig;
 use crate::error::{Error, Result};
+use crate::sync::Locked;
 
 /// How long a verified password is trusted without running bcrypt again (it costs tens of
 /// milliseconds on purpose; a client pulling an image sends it with every request).
@@ -98,7 +99,7 @@ impl Access {
             return false;
         };
         let key = (user.to_owned(), sha2::Sha256::digest(password.as_bytes()).into());
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = self.verified.locked();
         if verified.get(&key).is_some_and(|at| at.elapsed() < VERIFIED_FOR) {
             return true;
         }
@@ -106,7 +107,7 @@ impl Access {
         if !bcrypt::verify(password, hash).unwrap_or(false) {
             return false;
         }
-        verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified = self.verified.locked();
         if verified.len() > 10_000 {
             verified.clear();
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::access::Access;
 use crate::cache::{Cache, Settings};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -25,10 +26,15 @@ impl App {
     /// What `serve` starts from: the store is open but not yet reconciled; the server
     /// reconciles it in the background once it accepts.
     pub fn open(config: Config) -> Result<Arc<App>> {
+        App::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// `open`, with the cache reading the time from `clock` (tests move a `ManualClock`).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>> {
         let store = Store::open(&config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         let upstreams = Upstreams::build(&config, metrics.clone())?;
-        let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics));
+        let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics, clock));
         let access = Access::new(config.auth.clone());
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         Ok(Arc::new(App {

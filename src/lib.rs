@@ -3,6 +3,8 @@
 //! # Layout
 //! Dependencies point one way: a module uses only the modules listed before it here (the
 //! `layers` test below reads every file's `crate::` paths and holds the code to this list).
+//! - [`clock`]: time as the index records it, and ages for people;
+//! - [`sync`]: locks taken over when poisoned;
 //! - [`oci`]: digests, names, media types, reading manifests;
 //! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`config`]: the TOML file, validated into runtime types;
@@ -30,6 +32,7 @@
 pub mod access;
 pub mod app;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -42,6 +45,7 @@ pub mod report;
 pub mod seed;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod upstream;
 

@@ -4,6 +4,7 @@
 //! Counters are named `entrepot_<subsystem>_<what>_total`; gauges computed when scraped
 //! (transfers in flight, store bytes, policy decisions) are rendered by `cache::Cache`.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -29,27 +30,17 @@ impl Counter {
 
     pub fn add(&self, labels: &[(&'static str, &str)], n: u64) {
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        *self
-            .values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_insert(0) += n;
+        *self.values.locked().entry(key).or_insert(0) += n;
     }
 
     pub fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+        self.values.locked().get(&key).copied().unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
-        for (labels, v) in self.values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (labels, v) in self.values.locked().iter() {
             let _ = writeln!(out, "{}{} {v}", self.name, render_labels(labels, None));
         }
     }
@@ -85,7 +76,7 @@ impl Histogram {
     pub fn observe(&self, labels: &[(&'static str, &str)], d: Duration) {
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let secs = d.as_secs_f64();
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series = self.series.locked();
         let s = series.entry(key).or_default();
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
@@ -102,7 +93,7 @@ impl Histogram {
             "# HELP {} {}\n# TYPE {} histogram",
             self.name, self.help, self.name
         );
-        for (labels, s) in self.series.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (labels, s) in self.series.locked().iter() {
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,

@@ -262,16 +262,8 @@ pub async fn export(config: Config, selection: Selection, out: &str) -> Result<S
             // Written aside and renamed, so that a failed export leaves no archive behind.
             let partial = format!("{out}.partial");
             let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
-            match layout::export::export(store, &selection, Output::Tar(Box::new(file))) {
-                Ok(s) => {
-                    std::fs::rename(&partial, &out)?;
-                    s
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(e);
-                }
-            }
+            let written = layout::export::export(store, &selection, Output::Tar(Box::new(file)));
+            layout::settle(Path::new(&partial), Path::new(&out), written)?
         } else {
             layout::export::export(store, &selection, Output::Dir(PathBuf::from(&out)))?
         };
@@ -342,16 +334,9 @@ async fn export_on_server(sender: AdminSender, selection: Selection, out: &str) 
         Err(e) => Err(e),
     };
     drop(sink);
-    match (finished, partial) {
-        (Ok(summary), Some(p)) => {
-            std::fs::rename(&p, out)?;
-            Ok(summary)
-        }
-        (Err(e), Some(p)) => {
-            let _ = std::fs::remove_file(p);
-            Err(e)
-        }
-        (result, None) => result,
+    match partial {
+        Some(p) => layout::settle(Path::new(&p), Path::new(out), finished),
+        None => finished,
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::cache::scrub::{Progress, Scrubbed};
 use crate::cache::sweep::{CacheStats, Usage};
+use crate::clock::age;
 use crate::policy::retention::{Kind, Plan};
 
 fn human_bytes(b: u64) -> String {
@@ -20,10 +21,6 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
-}
-
-fn human_age(ms: u64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
 }
 
 /// What `entrepot scrub` found. The last line counts what was corrupt, as `N corrupt`.
@@ -93,7 +90,7 @@ pub fn plan(plan: &Plan, dry_run: bool) -> String {
             e.digest,
             human_bytes(e.size),
             e.class,
-            human_age(e.idle_ms),
+            age(e.idle_ms),
             e.reason
         );
     }

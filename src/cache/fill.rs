@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::oci::digest::{Algorithm, Hasher};
 use crate::oci::Digest;
 use crate::store::content::{Ingest, Mismatch};
-use crate::store::index::{now_ms, BlobRecord};
+use crate::store::index::BlobRecord;
+use crate::sync::Locked;
 use crate::upstream::{header_str, Upstream};
 
 use super::Cache;
@@ -138,7 +139,7 @@ impl Cache {
         repo: &str,
         digest: &Digest,
     ) -> Option<(Arc<Fill>, bool)> {
-        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fills = self.fills.locked();
         if let Some(f) = fills.get(digest) {
             return Some((f.clone(), true));
         }
@@ -184,7 +185,7 @@ impl Cache {
 
     /// Removes this fill from the table, unless a newer fill of the digest took its place.
     fn forget_fill(&self, fill: &Arc<Fill>) {
-        let mut fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fills = self.fills.locked();
         if fills.get(&fill.digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             fills.remove(&fill.digest);
         }
@@ -258,15 +259,7 @@ impl Cache {
         })
         .await
         .map_err(Error::internal)??;
-        let now = now_ms();
-        let record = BlobRecord {
-            size,
-            media_type: self.store.index.media_type(&fill.digest)?,
-            cached_at: now,
-            last_access: now,
-            hits: 0,
-            upstream: up.name().to_owned(),
-        };
+        let record = BlobRecord::fresh(size, self.store.index.media_type(&fill.digest)?, up.name().to_owned());
         self.store.index.put_blob(&fill.digest, &record)?;
         let stored = self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
         if self

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::sync::Locked;
 
 pub struct Flights<T> {
     running: Mutex<HashMap<String, watch::Receiver<Option<Result<T>>>>>,
@@ -32,11 +33,7 @@ struct Landing<T> {
 
 impl<T> Drop for Landing<T> {
     fn drop(&mut self) {
-        self.flights
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.flights.running.locked().remove(&self.key);
     }
 }
 
@@ -48,7 +45,7 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let (mut rx, joined) = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = self.running.locked();
             match running.get(&key) {
                 Some(rx) => (rx.clone(), true),
                 None => {

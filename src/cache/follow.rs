@@ -77,10 +77,7 @@ fn read_next(file: &std::fs::File, want: usize) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(want);
     file.take(want as u64).read_to_end(&mut buf)?;
     if buf.len() < want {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "blob file shorter than expected",
-        ));
+        return Err(crate::store::content::truncated());
     }
     Ok(Bytes::from(buf))
 }
@@ -180,10 +177,7 @@ async fn read_chunk(file: &mut tokio::fs::File, left: u64, chunk: usize) -> io::
     while filled < want {
         let n = file.read(&mut buf[filled..]).await?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob file shorter than expected",
-            ));
+            return Err(crate::store::content::truncated());
         }
         filled += n;
     }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use http::{header, Method, StatusCode};
 
-use super::{age, Cache, Outcome, Target};
+use super::{Cache, Outcome, Target};
+use crate::clock::age;
 use crate::error::{Error, Result};
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
-use crate::store::index::{now_ms, ReferrerList, TagList};
+use crate::store::index::{ReferrerList, TagList};
 use crate::upstream::{header_str, read_small};
 
 /// The most pages of a paginated tag list followed upstream.
@@ -34,10 +35,8 @@ impl<T> ListAnswer<T> {
         }
     }
 
-    fn stale(items: T, fetched_at: Option<u64>, error: &Error) -> Self {
-        let when = fetched_at.map_or("never fetched".to_owned(), |f| {
-            format!("fetched {} ago", age(now_ms().saturating_sub(f)))
-        });
+    fn stale(items: T, fetched_ago: Option<u64>, error: &Error) -> Self {
+        let when = fetched_ago.map_or("never fetched".to_owned(), |ago| format!("fetched {} ago", age(ago)));
         tracing::warn!(%error, %when, "upstream failed; serving the cached list");
         ListAnswer {
             items,
@@ -49,11 +48,11 @@ impl<T> ListAnswer<T> {
 
 impl Cache {
     fn is_fresh(&self, fetched_at: u64) -> bool {
-        now_ms().saturating_sub(fetched_at) < self.settings.tag_ttl.as_millis() as u64
+        self.clock.now_ms().saturating_sub(fetched_at) < self.settings.tag_ttl.as_millis() as u64
     }
 
     fn within_staleness(&self, fetched_at: u64) -> bool {
-        now_ms().saturating_sub(fetched_at) <= self.settings.max_staleness.as_millis() as u64
+        self.clock.now_ms().saturating_sub(fetched_at) <= self.settings.max_staleness.as_millis() as u64
     }
 
     /// Every tag of a repository, sorted.
@@ -95,7 +94,8 @@ impl Cache {
                 if tags.is_empty() {
                     return Err(e);
                 }
-                Ok(ListAnswer::stale(tags, cached.map(|c| c.fetched_at), &e))
+                let ago = cached.map(|c| self.clock.now_ms().saturating_sub(c.fetched_at));
+                Ok(ListAnswer::stale(tags, ago, &e))
             }
             Err(e) => Err(e),
         }
@@ -136,7 +136,7 @@ impl Cache {
             up.name(),
             &t.repo,
             &TagList {
-                fetched_at: now_ms(),
+                fetched_at: self.clock.now_ms(),
                 tags: tags.clone(),
             },
         )?;
@@ -213,10 +213,12 @@ impl Cache {
                 warning: None,
             }),
             Err(e) if e.is_upstream_failure() => {
-                let fetched_at = cached.as_ref().map(|c| c.fetched_at);
+                let ago = cached
+                    .as_ref()
+                    .map(|c| self.clock.now_ms().saturating_sub(c.fetched_at));
                 Ok(ListAnswer::stale(
                     with_local(cached.map(|c| c.descriptors).unwrap_or_default())?,
-                    fetched_at,
+                    ago,
                     &e,
                 ))
             }
@@ -264,7 +266,7 @@ impl Cache {
             &t.repo,
             subject,
             &ReferrerList {
-                fetched_at: now_ms(),
+                fetched_at: self.clock.now_ms(),
                 descriptors: list.clone(),
             },
         )?;

@@ -9,19 +9,20 @@
 //! what the upstream would answer it (`negotiate`), and never changes what others get.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::Method;
 
 use super::links::Content;
-use super::{age, Cache, Outcome, Target};
+use super::{Cache, Outcome, Target};
+use crate::clock::age;
 use crate::error::{Error, Result};
 use crate::oci::digest::{Hasher, CONTENT_DIGEST};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
-use crate::store::index::{now_ms, ManifestRecord, TagRecord};
+use crate::store::index::{ManifestRecord, TagRecord};
+use crate::sync::Locked;
 use crate::upstream::{header_str, read_small};
 
 #[derive(Debug, Clone)]
@@ -184,7 +185,7 @@ impl Cache {
             self.store.index.touch(&m.digest);
             return Ok(ManifestAnswer::new(m, Outcome::Hit));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let Some((record, cached)) = cached else {
             if self.is_absent(t, tag) {
                 return Err(Error::ManifestUnknown(format!("{}:{tag}", t.repo)));
@@ -243,7 +244,7 @@ impl Cache {
             return Ok(None);
         };
         let fresh = self.settings.offline
-            || now_ms().saturating_sub(record.validated_at) < self.settings.tag_ttl.as_millis() as u64;
+            || self.clock.now_ms().saturating_sub(record.validated_at) < self.settings.tag_ttl.as_millis() as u64;
         if !fresh {
             return Ok(None);
         }
@@ -286,7 +287,7 @@ impl Cache {
         cached: Manifest,
         e: Error,
     ) -> Result<ManifestAnswer> {
-        let stale_for = now_ms().saturating_sub(record.validated_at);
+        let stale_for = self.clock.now_ms().saturating_sub(record.validated_at);
         if stale_for > self.settings.max_staleness.as_millis() as u64 {
             return Err(e);
         }
@@ -354,10 +355,10 @@ impl Cache {
     }
 
     fn is_absent(&self, t: &Target, tag: &str) -> bool {
-        let mut absent = self.absent_tags.lock().unwrap_or_else(|p| p.into_inner());
+        let mut absent = self.absent_tags.locked();
         let key = Cache::absent_key(t, tag);
         match absent.get(&key) {
-            Some(until) if *until > Instant::now() => true,
+            Some(until) if *until > self.clock.now_ms() => true,
             Some(_) => {
                 absent.remove(&key);
                 false
@@ -368,12 +369,15 @@ impl Cache {
 
     fn forget_tag(&self, t: &Target, tag: &str) -> Result<()> {
         self.store.index.remove_tag(t.upstream.name(), &t.repo, tag)?;
-        let mut absent = self.absent_tags.lock().unwrap_or_else(|p| p.into_inner());
+        let mut absent = self.absent_tags.locked();
+        let now = self.clock.now_ms();
         if absent.len() > 100_000 {
-            let now = Instant::now();
             absent.retain(|_, until| *until > now);
         }
-        absent.insert(Cache::absent_key(t, tag), Instant::now() + self.settings.negative_ttl);
+        absent.insert(
+            Cache::absent_key(t, tag),
+            now + self.settings.negative_ttl.as_millis() as u64,
+        );
         Ok(())
     }
 
@@ -453,7 +457,7 @@ impl Cache {
         };
         let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| up.bad(e.to_string()))?;
         refuse_schema1(t, reference, Some(&parsed.media_type))?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let record = ManifestRecord {
             media_type: parsed.media_type.clone(),
             size: bytes.len() as u64,

@@ -24,15 +24,17 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 
+use crate::clock::Clock;
 use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::oci::Digest;
 use crate::store::Store;
+use crate::sync::Locked;
 use crate::upstream::{header_str, Target};
 use links::Content;
 
@@ -100,12 +102,12 @@ pub struct Stats {
     pub digest_mismatches: AtomicU64,
     /// Policy decisions by the rule that made them: (allowed, denied).
     pub decisions: Mutex<BTreeMap<String, (u64, u64)>>,
-    /// Manifests and blobs evicted by retention.
-    pub evictions: AtomicU64,
 }
 
 pub struct Cache {
     pub store: Store,
+    /// Where TTLs, staleness, the negative cache and retention read the time.
+    pub clock: Arc<dyn Clock>,
     pub settings: Settings,
     pub stats: Stats,
     fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
@@ -114,8 +116,8 @@ pub struct Cache {
     referrers: Arc<flight::Flights<ListAnswer<Vec<crate::oci::manifest::Descriptor>>>>,
     /// Upstream `HEAD`s asking whether a repository holds a stored digest.
     links: Arc<flight::Flights<bool>>,
-    /// Tags the upstream said do not exist, until when to believe it.
-    absent_tags: Mutex<HashMap<String, Instant>>,
+    /// Tags the upstream said do not exist, until when to believe it (clock milliseconds).
+    absent_tags: Mutex<HashMap<String, u64>>,
     serving: Arc<sweep::ServingSet>,
     /// Manifests served lately, so that a warm hit reads no index record.
     hot: HotManifests,
@@ -158,8 +160,9 @@ impl BlobSource {
 }
 
 impl Cache {
-    pub fn new(store: Store, settings: Settings, metrics: Arc<Metrics>) -> Cache {
+    pub fn new(store: Store, settings: Settings, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Cache {
         Cache {
+            clock,
             metrics,
             class_bytes: Mutex::default(),
             serving: Arc::default(),
@@ -314,7 +317,7 @@ impl Cache {
         if self.settings.offline {
             return Err(Error::BlobUnknown);
         }
-        let in_flight = self.fills.lock().unwrap_or_else(|p| p.into_inner()).get(d).cloned();
+        let in_flight = self.fills.locked().get(d).cloned();
         if let Some(fill) = in_flight {
             let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
             if other_origin && !self.holds(t, d, Content::Blob).await? {
@@ -357,7 +360,7 @@ impl Cache {
             "Blob transfers being sent to clients.",
             &one(self.serving.transfers() as f64),
         );
-        let fills = self.fills.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let fills = self.fills.locked().len();
         metrics::gauge(
             &mut out,
             "entrepot_fills_in_flight",
@@ -376,7 +379,7 @@ impl Cache {
             "1 once blob files and index records have been reconciled since start-up (retention waits for it).",
             &one(if self.is_reconciled() { 1.0 } else { 0.0 }),
         );
-        let by_class: Vec<_> = (self.class_bytes.lock().unwrap_or_else(|p| p.into_inner()).iter())
+        let by_class: Vec<_> = (self.class_bytes.locked().iter())
             .map(|(c, b)| (vec![("class", c.clone())], *b as f64))
             .collect();
         metrics::gauge(
@@ -390,7 +393,7 @@ impl Cache {
             "# HELP entrepot_policy_decisions_total Policy decisions, by the rule that made them."
         );
         let _ = writeln!(out, "# TYPE entrepot_policy_decisions_total counter");
-        for (rule, (allowed, denied)) in self.stats.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (rule, (allowed, denied)) in self.stats.decisions.locked().iter() {
             let _ = writeln!(
                 out,
                 "entrepot_policy_decisions_total{{rule=\"{rule}\",decision=\"allow\"}} {allowed}"
@@ -415,7 +418,7 @@ impl Cache {
 
     /// Refreshes the per-class byte counts the metrics show.
     pub(crate) fn set_class_bytes(&self, by_class: Vec<(String, u64)>) {
-        *self.class_bytes.lock().unwrap_or_else(|p| p.into_inner()) = by_class;
+        *self.class_bytes.locked() = by_class;
     }
 
     /// Writes the hit counters gathered in memory to the index.
@@ -435,11 +438,11 @@ const HOT_BYTES: usize = 32 << 20;
 
 impl HotManifests {
     fn get(&self, d: &Digest) -> Option<Manifest> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.get(d).cloned()
+        self.0.locked().0.get(d).cloned()
     }
 
     fn put(&self, m: Manifest) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.0.locked();
         let (map, bytes) = &mut *guard;
         if *bytes + m.bytes.len() > HOT_BYTES {
             map.clear();
@@ -450,13 +453,8 @@ impl HotManifests {
     }
 
     fn clear(&self) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.0.locked();
         guard.0.clear();
         guard.1 = 0;
     }
-}
-
-/// Milliseconds as a human duration for log lines and `Warning` headers.
-fn age(ms: u64) -> String {
-    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
 }

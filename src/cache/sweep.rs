@@ -12,7 +12,7 @@ use super::Cache;
 use crate::error::{Error, Result};
 use crate::oci::Digest;
 use crate::policy::retention::{self, BlobItem, Kind, ManifestItem, Plan, Snapshot};
-use crate::store::index::now_ms;
+use crate::sync::Locked;
 
 /// Blobs being read by a transfer, with how many transfers read each.
 #[derive(Debug, Default)]
@@ -36,12 +36,7 @@ impl Serving {
 
 impl ServingSet {
     pub fn enter(self: &Arc<Self>, digest: &Digest, metrics: &Arc<crate::metrics::Metrics>) -> Serving {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(digest.clone())
-            .or_insert(0) += 1;
+        *self.0.locked().entry(digest.clone()).or_insert(0) += 1;
         Serving {
             set: self.clone(),
             digest: digest.clone(),
@@ -51,26 +46,21 @@ impl ServingSet {
 
     /// Transfers in progress (one blob may have several).
     pub fn transfers(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.0.locked().values().sum()
     }
 
     fn contains(&self, d: &Digest) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(d)
+        self.0.locked().contains_key(d)
     }
 
     fn all(&self) -> HashSet<Digest> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.0.locked().keys().cloned().collect()
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.set.0.locked();
         if let Some(n) = set.get_mut(&self.digest) {
             *n -= 1;
             if *n == 0 {
@@ -140,7 +130,7 @@ impl Cache {
             })
             .collect();
         Ok(Snapshot {
-            now: now_ms(),
+            now: self.clock.now_ms(),
             manifests,
             blobs,
             serving: self.serving.all(),
@@ -201,9 +191,6 @@ impl Cache {
             self.metrics.evicted_bytes.add(&[("class", &e.class)], e.size);
             tracing::info!(digest = %e.digest, class = %e.class, reason = %e.reason, size = e.size, "evicted blob");
         }
-        self.stats
-            .evictions
-            .fetch_add(plan.evictions.len() as u64, Ordering::Relaxed);
         let _ = self
             .stored_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));

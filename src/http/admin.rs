@@ -36,6 +36,7 @@ use crate::layout::{
     import::{Placement, Source},
 };
 use crate::seed::{self, Puller, Report, SeedRequest};
+use crate::sync::Locked;
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
@@ -253,8 +254,7 @@ async fn answer(app: &Arc<App>, method: &Method, path: &str) -> Result<String> {
                 .cache
                 .stats
                 .decisions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();

@@ -9,9 +9,9 @@ mod blobs;
 pub mod body;
 pub mod frames;
 pub mod headers;
+pub mod health;
 mod lists;
 mod manifests;
-pub mod ops;
 pub mod range;
 mod rescue;
 pub mod route;
@@ -51,7 +51,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
     let route = route::parse(path);
     let label = match &route {
         Ok(r) => r.label(),
-        Err(_) if ops::PATHS.contains(&path) => "ops",
+        Err(_) if health::PATHS.contains(&path) => "ops",
         Err(_) => "other",
     };
     let mut resp = match dispatch(&app, &req, route).instrument(span.clone()).await {
@@ -111,8 +111,8 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
         )));
     }
     let path = req.uri().path();
-    if app.config.metrics_listen.is_none() && ops::PATHS.contains(&path) {
-        return ops::handle(app, path).await;
+    if app.config.metrics_listen.is_none() && health::PATHS.contains(&path) {
+        return health::handle(app, path).await;
     }
     let route = route?;
     let who = app

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::cache::sweep::Serving;
+use crate::sync::Locked;
 
 /// The largest frame a file body yields, and so the most one `sendfile` call is asked to
 /// send: nginx's `sendfile_max_chunk`. Each frame costs one trip through hyper.
@@ -51,7 +52,7 @@ pub struct Queue(Arc<Mutex<VecDeque<Range>>>);
 
 impl Queue {
     fn push(&self, r: Range) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push_back(r);
+        self.0.locked().push_back(r);
     }
 }
 
@@ -75,7 +76,7 @@ impl SendfileStream {
     }
 
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, offset: usize, len: usize) -> Poll<io::Result<usize>> {
-        let mut queue = self.queue.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = self.queue.0.locked();
         let Some(range) = queue.front_mut() else {
             return Poll::Ready(Err(io::Error::other("placeholder bytes with no file range queued")));
         };
@@ -91,12 +92,7 @@ impl SendfileStream {
                 Ok(rustix::fs::sendfile(&self.tcp, &*range.file, Some(&mut at), len)?)
             });
             match sent {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob file shorter than expected",
-                    )))
-                }
+                Ok(0) => return Poll::Ready(Err(crate::store::content::truncated())),
                 Ok(n) => {
                     range.sent += n;
                     if range.sent == range.len {
@@ -271,10 +267,7 @@ fn warm(file: &File, pos: u64, len: usize) -> io::Result<()> {
         let want = usize::try_from(end - at).unwrap_or(PROBE_EVERY).min(PROBE_EVERY);
         let n = std::os::unix::fs::FileExt::read_at(file, &mut scratch[..want], at)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob file shorter than expected",
-            ));
+            return Err(crate::store::content::truncated());
         }
         at += n as u64;
     }

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::{tar, ANN_ACCEPT, ANN_REPOSITORY, ANN_TAG, ANN_UPSTREAM, ANN_VALIDATED, LAYOUT_VERSION, REF_NAME};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::policy::glob::Globs;
-use crate::store::index::{now_ms, TagEntry};
+use crate::store::index::TagEntry;
 use crate::store::Store;
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -309,11 +310,12 @@ impl Sink for DirSink {
     fn file(&mut self, path: &str, _size: u64, content: &mut dyn Read) -> Result<()> {
         let target = self.root.join(path);
         let tmp = self.root.join(format!("{path}.partial"));
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::copy(content, &mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        Ok(())
+        let written = (|| -> Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::copy(content, &mut f)?;
+            Ok(f.sync_all()?)
+        })();
+        super::settle(&tmp, &target, written)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

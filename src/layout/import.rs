@@ -8,13 +8,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{tar, ANN_ACCEPT, ANN_REPOSITORY, ANN_TAG, ANN_UPSTREAM, ANN_VALIDATED, REF_NAME};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::oci::digest::Hasher;
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::store::content::Staged;
-use crate::store::index::{now_ms, BlobRecord, ManifestRecord, TagRecord};
+use crate::store::index::{BlobRecord, ManifestRecord, TagRecord};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -410,14 +411,8 @@ fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
         .collect();
     for (d, s) in staged {
         let size = store.blobs.publish(s, &d)?;
-        let rec = BlobRecord {
-            size,
-            media_type: store.index.media_type(&d)?,
-            cached_at: now,
-            last_access: now,
-            hits: 0,
-            upstream: upstream_of.get(&d).cloned().unwrap_or_default(),
-        };
+        let upstream = upstream_of.get(&d).cloned().unwrap_or_default();
+        let rec = BlobRecord::fresh(size, store.index.media_type(&d)?, upstream);
         store.index.put_blob(&d, &rec)?;
         summary.blobs_added += 1;
         summary.bytes_added += size;

@@ -18,3 +18,18 @@ pub const ANN_ACCEPT: &str = "io.entrepot.accept";
 /// When the exporting site last validated the tag upstream (ms since the epoch).
 pub const ANN_VALIDATED: &str = "io.entrepot.validated-at";
 pub const LAYOUT_VERSION: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Ends a file written aside as `partial` (so that a failure leaves nothing where the
+/// result goes): renamed to `target` when `written` succeeded, removed when it failed.
+pub fn settle<T>(partial: &std::path::Path, target: &std::path::Path, written: crate::Result<T>) -> crate::Result<T> {
+    match written {
+        Ok(v) => {
+            std::fs::rename(partial, target)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(partial);
+            Err(e)
+        }
+    }
+}

@@ -53,7 +53,7 @@ pub async fn serve(
         tokio::spawn(sweep_periodically(app.clone())),
         tokio::spawn(scrub_periodically(app.clone())),
         tokio::spawn(reload_on_sighup(app.clone())),
-        tokio::spawn(serve_ops(app.clone())),
+        tokio::spawn(serve_health(app.clone())),
     ];
     tokio::pin!(shutdown);
     let silent = Arc::new(Silent::default());
@@ -239,7 +239,7 @@ async fn reload_on_sighup(app: Arc<App>) {
 }
 
 /// `/metrics`, `/healthz`, `/readyz` on their own listener, when `metrics_listen` is set.
-async fn serve_ops(app: Arc<App>) {
+async fn serve_health(app: Arc<App>) {
     let Some(addr) = app.config.metrics_listen else { return };
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -254,7 +254,7 @@ async fn serve_ops(app: Arc<App>) {
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| crate::http::ops::serve_only(app.clone(), req));
+            let service = service_fn(move |req| crate::http::health::serve_only(app.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

@@ -24,6 +24,12 @@ pub struct Blobs {
     quarantine_dir: PathBuf,
 }
 
+/// The error for a committed blob file shorter than its record or the range asked of it
+/// (removed or truncated by hand): a reader must end its transfer short, never pad it.
+pub fn truncated() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected")
+}
+
 /// What re-reading a committed blob found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Check {

@@ -25,20 +25,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::oci::manifest::Descriptor;
 use crate::oci::Digest;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::sync::Locked;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlobRecord {
@@ -48,6 +41,21 @@ pub struct BlobRecord {
     pub last_access: u64,
     pub hits: u64,
     pub upstream: String,
+}
+
+impl BlobRecord {
+    /// The record of a blob stored just now.
+    pub fn fresh(size: u64, media_type: Option<String>, upstream: String) -> BlobRecord {
+        let now = now_ms();
+        BlobRecord {
+            size,
+            media_type,
+            cached_at: now,
+            last_access: now,
+            hits: 0,
+            upstream,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -558,14 +566,14 @@ impl Index {
 
     /// Notes a hit in memory; `flush_access` writes the totals.
     pub fn touch(&self, d: &Digest) {
-        let mut map = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.access.locked();
         let e = map.entry(d.clone()).or_insert((0, 0));
         e.0 += 1;
         e.1 = now_ms();
     }
 
     pub fn flush_access(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.access.locked());
         for (d, (hits, last)) in pending {
             if let Some(mut r) = self.blob(&d)? {
                 r.hits += hits;

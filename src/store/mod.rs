@@ -60,7 +60,6 @@ impl Store {
         let files = self.blobs.list()?;
         r.blobs = files.len();
         let (mut records, mut files) = (records.into_iter().peekable(), files.iter().peekable());
-        let now = index::now_ms();
         loop {
             let order = match (records.peek(), files.peek()) {
                 (None, None) => break,
@@ -88,14 +87,7 @@ impl Store {
                     let d = files.next().expect("peeked");
                     let Some(size) = self.blobs.size(d)? else { continue };
                     r.bytes += size;
-                    let rec = index::BlobRecord {
-                        size,
-                        media_type: None,
-                        cached_at: now,
-                        last_access: now,
-                        hits: 0,
-                        upstream: String::new(),
-                    };
+                    let rec = index::BlobRecord::fresh(size, None, String::new());
                     if self.index.adopt_blob(d, &rec)? {
                         r.files_adopted += 1;
                     }

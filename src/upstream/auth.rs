@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config::Credentials;
+use crate::sync::Locked;
 
 /// A parsed authentication challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +128,7 @@ impl std::fmt::Debug for TokenCache {
 
 impl TokenCache {
     pub fn get(&self, scope: &str) -> Option<String> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens.locked();
         match tokens.get(scope) {
             Some((t, until)) if *until > Instant::now() => Some(t.clone()),
             Some(_) => {
@@ -139,20 +140,20 @@ impl TokenCache {
     }
 
     pub fn put(&self, scope: &str, token: String, life: Duration) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens.locked();
         tokens.insert(scope.to_owned(), (token, Instant::now() + life));
     }
 
     pub fn forget(&self, scope: &str) {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
+        self.tokens.locked().remove(scope);
     }
 
     pub fn last_challenge(&self) -> Option<Challenge> {
-        self.challenge.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.challenge.locked().clone()
     }
 
     pub fn set_challenge(&self, c: Challenge) {
-        *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+        *self.challenge.locked() = Some(c);
     }
 }
 

@@ -291,3 +291,25 @@ async fn concurrent_tag_misses_make_one_upstream_request() {
     }
     assert_eq!(reg.count("GET", "/manifests/v1"), 1);
 }
+
+#[tokio::test]
+async fn ttls_follow_the_cache_clock_not_the_wall() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let clock = std::sync::Arc::new(entrepot::clock::ManualClock::default());
+    let extra = "tag_ttl = \"1h\"\nnegative_ttl = \"10m\"";
+    let proxy = TestProxy::start_clocked(dir.path(), extra, &upstream("reg.test", &reg.url(), ""), clock.clone()).await;
+    reg.put_image("team/app", "v1", &[10], 14);
+    let url = proxy.url("/v2/team/app/manifests/v1");
+    assert_eq!(get(&url).await.cache(), "miss");
+    assert_eq!(get(&url).await.cache(), "hit");
+    clock.advance(std::time::Duration::from_secs(2 * 3600));
+    assert_eq!(get(&url).await.cache(), "revalidated", "an hour-long TTL passed");
+
+    let missing = proxy.url("/v2/team/app/manifests/v2");
+    assert_eq!(get(&missing).await.status, 404);
+    reg.put_image("team/app", "v2", &[10], 15);
+    assert_eq!(get(&missing).await.status, 404, "still believed absent");
+    clock.advance(std::time::Duration::from_secs(11 * 60));
+    assert_eq!(get(&missing).await.status, 200, "the negative TTL passed");
+}

@@ -66,13 +66,21 @@ async fn stale_tags_are_not_served_past_max_staleness() {
     let dir = tempfile::tempdir().unwrap();
     let mut reg = TestRegistry::start().await;
     reg.put_image("team/app", "v1", &[10], 2);
-    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "tag_ttl = \"0s\"\nmax_staleness = \"0s\"").await;
+    let clock = std::sync::Arc::new(entrepot::clock::ManualClock::default());
+    let extra = "tag_ttl = \"1m\"\nmax_staleness = \"1h\"";
+    let proxy = TestProxy::start_clocked(dir.path(), extra, &upstream("reg.test", &reg.url(), ""), clock.clone()).await;
     let url = proxy.url("/v2/team/app/manifests/v1");
     assert_eq!(get(&url).await.status, 200);
     reg.stop();
-    // Let the record age past a zero allowance.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert_eq!(get(&url).await.status, 503);
+    clock.advance(std::time::Duration::from_secs(30 * 60));
+    let stale = get(&url).await;
+    assert_eq!(
+        (stale.status.as_u16(), stale.cache()),
+        (200, "stale"),
+        "within max_staleness"
+    );
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    assert_eq!(get(&url).await.status, 503, "past max_staleness");
 }
 
 #[tokio::test]

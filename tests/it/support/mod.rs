@@ -26,12 +26,24 @@ pub struct TestProxy {
 impl TestProxy {
     /// `upstreams` are TOML `[[upstream]]` tables; `extra` goes at the top of the file.
     pub async fn start(data_dir: &Path, extra: &str, upstreams: &str) -> TestProxy {
+        TestProxy::start_clocked(data_dir, extra, upstreams, Arc::new(entrepot::clock::SystemClock)).await
+    }
+
+    /// `start`, with the cache reading the time from `clock`: a test moves a `ManualClock`
+    /// past a TTL instead of sleeping.
+    pub async fn start_clocked(
+        data_dir: &Path,
+        extra: &str,
+        upstreams: &str,
+        clock: Arc<dyn entrepot::clock::Clock>,
+    ) -> TestProxy {
         let text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}",
             data_dir.display().to_string()
         );
         let config = entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
-        let app = entrepot::App::build(config).expect("app builds");
+        let app = entrepot::App::open_with_clock(config, clock).expect("app builds");
+        app.cache.reconcile().expect("store reconciles");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
