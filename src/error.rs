@@ -5,12 +5,15 @@
 //! 4xx answers use the spec's codes; 5xx answers use distribution's `UNAVAILABLE` /
 //! `UNKNOWN`, since the spec defines none.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors are `Clone` because one upstream failure is handed to every coalesced waiter.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Errors are `Clone` because one failure is handed to every coalesced waiter: causes are
+/// shared (`Arc`), never flattened into strings.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("blob unknown to registry")]
     BlobUnknown,
@@ -59,8 +62,15 @@ pub enum Error {
     UpstreamUnavailable { upstream: String, detail: String },
     #[error("upstream {upstream} timed out: {detail}")]
     UpstreamTimeout { upstream: String, detail: String },
+    /// Something inside entrepot failed, said in words.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A disk or socket operation failed; its kind and cause chain are kept.
+    #[error("I/O error: {0}")]
+    Io(#[source] Arc<std::io::Error>),
+    /// The index failed (`store::index` converts its errors to this).
+    #[error("index error: {0}")]
+    Index(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
@@ -94,7 +104,7 @@ impl Error {
             Error::DigestMismatch { .. } | Error::UpstreamBad { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::Io(_) | Error::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -111,14 +121,18 @@ impl Error {
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",
             Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => "UNAVAILABLE",
-            Error::DigestMismatch { .. } | Error::UpstreamBad { .. } | Error::Internal(_) => "UNKNOWN",
+            Error::DigestMismatch { .. }
+            | Error::UpstreamBad { .. }
+            | Error::Internal(_)
+            | Error::Io(_)
+            | Error::Index(_) => "UNKNOWN",
         }
     }
 
     /// The message a client sees. Internal details stay in the log.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) => "internal error".to_owned(),
+            Error::Internal(_) | Error::Io(_) | Error::Index(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }
@@ -126,7 +140,7 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Internal(e.to_string())
+        Error::Io(Arc::new(e))
     }
 }
 
@@ -139,5 +153,18 @@ mod tests {
         let e = Error::Internal("secret path".into());
         assert_eq!((e.status().as_u16(), e.code()), (500, "UNKNOWN"));
         assert!(!e.public_message().contains("secret"));
+    }
+
+    #[test]
+    fn an_io_failure_keeps_its_kind_and_cause_through_clones() {
+        let e: Error = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full").into();
+        let shared = e.clone();
+        let source = std::error::Error::source(&shared).expect("the cause");
+        let io = source.downcast_ref::<Arc<std::io::Error>>().expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            (shared.status().as_u16(), shared.public_message().as_str()),
+            (500, "internal error")
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! Prometheus metrics in the text exposition format. A handful of families, kept in maps
 //! behind short locks; no metrics crate, no global registry (tests each get their own).
 //!
-//! Counters are named `entrepot_<subsystem>_<what>_total`; gauges computed when scraped
-//! (transfers in flight, store bytes, policy decisions) are rendered by `cache::Cache`.
+//! Counters are named `entrepot_<subsystem>_<what>_total`; gauges read when scraped
+//! (transfers in flight, store bytes) come from `cache::Cache::gauges`, rendered beside
+//! these by `http::health`.
 
-use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::sync::Locked;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -36,6 +38,13 @@ impl Counter {
     pub fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         self.values.locked().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Every series with its labels' values, in label order.
+    pub fn series(&self) -> Vec<(Vec<String>, u64)> {
+        (self.values.locked().iter())
+            .map(|(labels, v)| (labels.iter().map(|(_, l)| l.clone()).collect(), *v))
+            .collect()
     }
 
     fn render(&self, out: &mut String) {
@@ -150,6 +159,8 @@ pub struct Metrics {
     pub evictions: Counter,
     pub evicted_bytes: Counter,
     pub store_corrupt: Counter,
+    pub digest_mismatches: Counter,
+    pub policy_decisions: Counter,
 }
 
 impl Default for Metrics {
@@ -175,11 +186,20 @@ impl Default for Metrics {
                 "entrepot_store_corrupt_total",
                 "Stored blobs and manifests found not to match their digest (by scrub, or when a manifest is read), quarantined.",
             ),
+            digest_mismatches: Counter::new(
+                "entrepot_digest_mismatches_total",
+                "Upstream content refused for not matching its digest.",
+            ),
+            policy_decisions: Counter::new(
+                "entrepot_policy_decisions_total",
+                "Policy decisions, by the rule that made them and the decision (allow, deny).",
+            ),
         };
         // Zero from the start, so that an alert on any increase has a series to watch.
         for kind in ["blob", "manifest"] {
             m.store_corrupt.add(&[("kind", kind)], 0);
         }
+        m.digest_mismatches.add(&[], 0);
         m
     }
 }
@@ -195,6 +215,8 @@ impl Metrics {
         self.evictions.render(out);
         self.evicted_bytes.render(out);
         self.store_corrupt.render(out);
+        self.digest_mismatches.render(out);
+        self.policy_decisions.render(out);
     }
 }
 

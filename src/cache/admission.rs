@@ -14,7 +14,6 @@ use crate::oci::media::AcceptClass;
 use crate::oci::{manifest, Digest};
 use crate::policy::filter::{self, Decision, ManifestFacts, Subject, Verdict};
 use crate::store::index::Context;
-use crate::sync::Locked;
 
 /// A decision and the facts it rests on.
 struct Judged {
@@ -282,12 +281,6 @@ impl Cache {
     fn count_decision(&self, rule: &str, allowed: bool) {
         let verdict = if allowed { "allow" } else { "deny" };
         tracing::Span::current().record("policy", format!("{verdict}:{rule}").as_str());
-        let mut counts = self.stats.decisions.locked();
-        let e = counts.entry(rule.to_owned()).or_default();
-        if allowed {
-            e.0 += 1;
-        } else {
-            e.1 += 1;
-        }
+        (self.metrics.policy_decisions).add(&[("rule", rule), ("decision", verdict)], 1);
     }
 }

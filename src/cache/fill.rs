@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, Method};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
@@ -22,7 +21,7 @@ use crate::oci::Digest;
 use crate::store::content::{Ingest, Mismatch};
 use crate::store::index::BlobRecord;
 use crate::sync::Locked;
-use crate::upstream::{header_str, Upstream};
+use crate::upstream::{BlobBody, Upstream};
 
 use super::Cache;
 
@@ -33,7 +32,7 @@ const WRITE_QUEUE: usize = 4;
 /// A slow upstream's bytes are published at least this often, so followers keep moving.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Phase {
     Connecting,
     Streaming,
@@ -74,7 +73,10 @@ impl Fill {
     /// Waits until the upstream has answered (or the fill is over) and returns that state.
     pub async fn started(&self) -> FillState {
         let mut rx = self.subscribe();
-        let started = rx.wait_for(|s| s.phase != Phase::Connecting).await.map(|s| s.clone());
+        let started = rx
+            .wait_for(|s| !matches!(s.phase, Phase::Connecting))
+            .await
+            .map(|s| s.clone());
         match started {
             Ok(s) => s,
             Err(_) => rx.borrow().clone(),
@@ -192,15 +194,10 @@ impl Cache {
     }
 
     async fn run_fill(self: Arc<Self>, fill: Arc<Fill>, up: Arc<Upstream>) -> Result<u64> {
-        let path = format!("/v2/{}/blobs/{}", fill.repo, fill.digest);
         let _turn = up.fetch_permit().await;
-        let resp = up.send(Method::GET, &path, None, &fill.repo).await?;
-        if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(&resp, Error::BlobUnknown));
-        }
+        let BlobBody { total, body } = up.get_blob(&fill.repo, &fill.digest, None).await?;
         // The upstream serves it in this repository: it may be served there from the cache.
         self.store.index.link(up.name(), &fill.repo, [&fill.digest])?;
-        let total = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         // Make room early when this download will take the cache past the high watermark;
         // the commit checks again once the bytes are in.
         if let (Some(high), Some(size)) = (self.settings.retention.limits.high_bytes(), total) {
@@ -228,7 +225,7 @@ impl Cache {
             move || hash_chunks(algorithm, rx)
         });
         let stages = [to_writer, to_hasher];
-        let read = read_resuming(resp.into_body(), &stages, total, &up, &path, &fill.repo).await;
+        let read = read_resuming(body, &stages, total, &up, &fill).await;
         drop(stages);
         let written = writer.await.map_err(Error::internal)?;
         let actual = hasher.await.map_err(Error::internal)?;
@@ -242,9 +239,7 @@ impl Cache {
         };
         if let Err(Mismatch(detail)) = ingest.verify(&actual, &fill.digest, total) {
             ingest.abort();
-            self.stats
-                .digest_mismatches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.digest_mismatches.add(&[], 1);
             tracing::error!(digest = %fill.digest, upstream = %up.name(), %detail, "upstream blob failed verification; not cached");
             return Err(Error::DigestMismatch {
                 upstream: up.name().to_owned(),
@@ -313,8 +308,7 @@ async fn read_resuming(
     stages: &[mpsc::Sender<Bytes>; 2],
     total: Option<u64>,
     up: &Upstream,
-    path: &str,
-    repo: &str,
+    fill: &Fill,
 ) -> Result<()> {
     let mut seen = 0u64;
     let mut resumes = 0;
@@ -330,20 +324,8 @@ async fn read_resuming(
         resumes += 1;
         resumed_at = Some(seen);
         tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(resumes - 1)).await;
-        tracing::warn!(upstream = %up.name(), path, from = seen, error = %error, "blob download interrupted; resuming");
-        let resp = up.send_range(Method::GET, path, None, repo, Some(seen)).await?;
-        let starts_at_seen = header_str(resp.headers(), header::CONTENT_RANGE)
-            .and_then(|r| r.strip_prefix("bytes "))
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| s.parse::<u64>().ok())
-            == Some(seen);
-        if resp.status() != http::StatusCode::PARTIAL_CONTENT || !starts_at_seen {
-            return Err(up.bad(format!(
-                "could not resume at byte {seen} (answered {}) after: {error}",
-                resp.status()
-            )));
-        }
-        body = resp.into_body();
+        tracing::warn!(upstream = %up.name(), repo = %fill.repo, digest = %fill.digest, from = seen, %error, "blob download interrupted; resuming");
+        body = up.get_blob(&fill.repo, &fill.digest, Some(seen)).await?.body;
     }
 }
 

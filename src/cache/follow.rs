@@ -119,7 +119,7 @@ async fn follow(
     loop {
         let state = rx.borrow_and_update().clone();
         let committed = match state.phase {
-            Phase::Failed(e) => return Err(io::Error::other(e.to_string())),
+            Phase::Failed(e) => return Err(io::Error::other(e)),
             Phase::Committed => true,
             Phase::Connecting | Phase::Streaming => false,
         };

@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
-
 use super::{Cache, Target};
 use crate::error::{Error, Result};
 use crate::oci::media::AcceptClass;
@@ -45,17 +43,15 @@ impl Cache {
 
     async fn ask_upstream(&self, t: &Target, d: &Digest, what: Content) -> Result<bool> {
         let up = &t.upstream;
-        let (path, accept, unknown) = match what {
-            Content::Blob => (format!("/v2/{}/blobs/{d}", t.repo), None, Error::BlobUnknown),
-            Content::Manifest => (
-                format!("/v2/{}/manifests/{d}", t.repo),
-                Some(AcceptClass::ALL.header_value()),
-                Error::ManifestUnknown(d.to_string()),
-            ),
+        let answer = match what {
+            Content::Blob => up.head_blob(&t.repo, d).await.map(|_| ()),
+            Content::Manifest => (up
+                .head_manifest(&t.repo, &d.to_string(), &AcceptClass::ALL.header_value())
+                .await)
+                .map(|_| ()),
         };
-        let resp = up.send(Method::HEAD, &path, accept.as_deref(), &t.repo).await?;
-        match resp.status() {
-            StatusCode::OK => {
+        match answer {
+            Ok(()) => {
                 tracing::debug!(upstream = %up.name(), repo = %t.repo, digest = %d, "upstream confirms the repository holds a stored digest");
                 match what {
                     Content::Blob => self.store.index.link(up.name(), &t.repo, [d])?,
@@ -63,11 +59,11 @@ impl Cache {
                 }
                 Ok(true)
             }
-            StatusCode::NOT_FOUND => {
+            Err(Error::BlobUnknown | Error::ManifestUnknown(_)) => {
                 tracing::info!(upstream = %up.name(), repo = %t.repo, digest = %d, "stored digest not held by this repository upstream; refused");
                 Ok(false)
             }
-            _ => Err(up.status_error(&resp, unknown)),
+            Err(e) => Err(e),
         }
     }
 }

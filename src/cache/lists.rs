@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use http::{header, Method, StatusCode};
-
 use super::{Cache, Outcome, Target};
 use crate::clock::age;
 use crate::error::{Error, Result};
@@ -12,12 +10,9 @@ use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::store::index::{ReferrerList, TagList};
-use crate::upstream::{header_str, read_small};
 
 /// The most pages of a paginated tag list followed upstream.
 const MAX_TAG_PAGES: usize = 1000;
-/// The largest tag-list page or referrers answer read.
-const MAX_LIST_BODY: usize = 16 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ListAnswer<T> {
@@ -103,30 +98,13 @@ impl Cache {
 
     async fn fetch_tags(&self, t: &Target) -> Result<ListAnswer<Vec<String>>> {
         let up = &t.upstream;
-        let mut path = format!("/v2/{}/tags/list", t.repo);
         let mut tags = Vec::new();
+        let mut next = None;
         for _ in 0..MAX_TAG_PAGES {
-            let resp = up.send(Method::GET, &path, Some("application/json"), &t.repo).await?;
-            if resp.status() != StatusCode::OK {
-                return Err(up.status_error(&resp, Error::NameUnknown(t.repo.clone())));
-            }
-            let next = header_str(resp.headers(), header::LINK).and_then(next_link);
-            let body = read_small(resp.into_body(), MAX_LIST_BODY, up.config.idle_timeout)
-                .await
-                .map_err(|e| up.bad(format!("tag list: {e}")))?;
-            #[derive(serde::Deserialize)]
-            struct Page {
-                tags: Option<Vec<String>>,
-            }
-            let page: Page = serde_json::from_slice(&body).map_err(|e| up.bad(format!("tag list: {e}")))?;
-            tags.extend(
-                page.tags
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| crate::oci::name::is_valid_tag(t)),
-            );
-            match next {
-                Some(n) => path = n,
+            let page = up.get_tag_page(&t.repo, next.as_deref()).await?;
+            tags.extend(page.tags.into_iter().filter(|t| crate::oci::name::is_valid_tag(t)));
+            match page.next {
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
@@ -230,21 +208,13 @@ impl Cache {
     /// route) is asked for the referrers tag schema (`<alg>-<hex>`) instead.
     async fn fetch_referrers(&self, t: &Target, subject: &Digest) -> Result<ListAnswer<Vec<Descriptor>>> {
         let up = &t.upstream;
-        let path = format!("/v2/{}/referrers/{subject}", t.repo);
-        let resp = up.send(Method::GET, &path, Some(media::OCI_INDEX), &t.repo).await?;
-        let list = match resp.status() {
-            StatusCode::OK => {
-                let body = read_small(resp.into_body(), MAX_LIST_BODY, up.config.idle_timeout)
-                    .await
-                    .map_err(|e| up.bad(format!("referrers: {e}")))?;
+        let list = match up.get_referrers(&t.repo, subject).await? {
+            Some(body) => {
                 manifest::parse(&body, Some(media::OCI_INDEX))
                     .map_err(|e| up.bad(format!("referrers: {e}")))?
                     .manifests
             }
-            StatusCode::NOT_FOUND
-            | StatusCode::BAD_REQUEST
-            | StatusCode::METHOD_NOT_ALLOWED
-            | StatusCode::NOT_IMPLEMENTED => {
+            None => {
                 let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
                 match self
                     .fetch_manifest(t, &tag, AcceptClass::from_accept([media::OCI_INDEX]), None)
@@ -259,7 +229,6 @@ impl Cache {
                     Err(e) => return Err(e),
                 }
             }
-            _ => return Err(up.status_error(&resp, Error::ManifestUnknown(subject.to_string()))),
         };
         self.store.index.put_referrers(
             up.name(),
@@ -296,37 +265,5 @@ impl Cache {
             });
         }
         Ok(out)
-    }
-}
-
-/// The path of a `Link: <…>; rel="next"` header, when it stays on the registry's `/v2/` API.
-fn next_link(link: &str) -> Option<String> {
-    let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
-    if !params.replace(' ', "").contains("rel=\"next\"") && !params.replace(' ', "").contains("rel=next") {
-        return None;
-    }
-    let path = match target.parse::<http::Uri>() {
-        Ok(u) if u.scheme().is_some() => u.path_and_query()?.as_str().to_owned(),
-        _ => target.to_owned(),
-    };
-    path.starts_with("/v2/").then_some(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_link;
-
-    #[test]
-    fn follows_next_links_on_the_api_only() {
-        assert_eq!(
-            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?last=b&n=2")
-        );
-        assert_eq!(
-            next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?last=b")
-        );
-        assert_eq!(next_link(r#"</elsewhere>; rel="next""#), None);
-        assert_eq!(next_link(r#"</v2/a/tags/list>; rel="prev""#), None);
     }
 }

@@ -11,19 +11,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Method;
 
 use super::links::Content;
 use super::{Cache, Outcome, Target};
 use crate::clock::age;
 use crate::error::{Error, Result};
-use crate::oci::digest::{Hasher, CONTENT_DIGEST};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::store::index::{ManifestRecord, TagRecord};
 use crate::sync::Locked;
-use crate::upstream::{header_str, read_small};
+use crate::upstream::ManifestBody;
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -384,16 +382,9 @@ impl Cache {
     /// The digest a tag has upstream now, from a `HEAD` (which registries do not rate-limit
     /// as they do `GET`s). `None` when the upstream does not say.
     async fn head_manifest(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Digest>> {
-        let up = &t.upstream;
-        let path = format!("/v2/{}/manifests/{tag}", t.repo);
-        let resp = up
-            .send(Method::HEAD, &path, Some(&class.header_value()), &t.repo)
-            .await?;
-        if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{tag}", t.repo))));
-        }
-        refuse_schema1(t, tag, header_str(resp.headers(), http::header::CONTENT_TYPE))?;
-        Ok(header_str(resp.headers(), CONTENT_DIGEST).and_then(|v| v.parse().ok()))
+        let head = t.upstream.head_manifest(&t.repo, tag, &class.header_value()).await?;
+        refuse_schema1(t, tag, head.media_type.as_deref())?;
+        Ok(head.digest)
     }
 
     /// GETs a manifest, checks it against the digest asked for and the one the upstream
@@ -406,42 +397,15 @@ impl Cache {
         expected: Option<&Digest>,
     ) -> Result<Manifest> {
         let up = &t.upstream;
-        let path = format!("/v2/{}/manifests/{reference}", t.repo);
-        let resp = up
-            .send(Method::GET, &path, Some(&class.header_value()), &t.repo)
-            .await?;
-        if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(&resp, Error::ManifestUnknown(format!("{}:{reference}", t.repo))));
-        }
         let limit = self.settings.max_manifest_size;
-        let length = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|l| l > limit) {
-            return Err(up.bad(format!(
-                "manifest of {} bytes exceeds max_manifest_size ({limit})",
-                length.unwrap_or(0)
-            )));
-        }
-        let claimed = match header_str(resp.headers(), CONTENT_DIGEST) {
-            Some(v) => Some(
-                v.parse::<Digest>()
-                    .map_err(|e| up.bad(format!("bad Docker-Content-Digest {v:?}: {e}")))?,
-            ),
-            None => None,
-        };
-        let content_type = header_str(resp.headers(), http::header::CONTENT_TYPE).map(str::to_owned);
+        let ManifestBody { head, bytes } = up
+            .get_manifest(&t.repo, reference, &class.header_value(), limit)
+            .await?;
+        let (claimed, content_type) = (head.digest, head.media_type);
         refuse_schema1(t, reference, content_type.as_deref())?;
-        let bytes = read_small(resp.into_body(), limit as usize, up.config.idle_timeout)
-            .await
-            .map_err(|e| up.bad(format!("manifest body: {e}")))?;
-        up.count_bytes(bytes.len());
         for want in expected.iter().copied().chain(claimed.as_ref()) {
-            let mut h = Hasher::new(want.algorithm());
-            h.update(&bytes);
-            let got = h.finish();
-            if &got != want {
-                self.stats
-                    .digest_mismatches
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(got) = want.verify(&bytes) {
+                self.metrics.digest_mismatches.add(&[], 1);
                 tracing::error!(upstream = %up.name(), repo = %t.repo, reference, expected = %want, got = %got, "upstream manifest failed verification; not cached");
                 return Err(Error::DigestMismatch {
                     upstream: up.name().to_owned(),

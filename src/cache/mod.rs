@@ -20,22 +20,19 @@ pub mod scrub;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::Method;
-
 use crate::clock::Clock;
 use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::sync::Locked;
-use crate::upstream::{header_str, Target};
+use crate::upstream::Target;
 use links::Content;
 
 pub use lists::ListAnswer;
@@ -96,12 +93,19 @@ impl Settings {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Upstream content refused because it did not match its digest.
-    pub digest_mismatches: AtomicU64,
-    /// Policy decisions by the rule that made them: (allowed, denied).
-    pub decisions: Mutex<BTreeMap<String, (u64, u64)>>,
+/// What the metrics read from the cache when scraped.
+#[derive(Debug, Clone)]
+pub struct Gauges {
+    /// Blob transfers being sent to clients.
+    pub transfers: usize,
+    /// Blob downloads from upstreams in progress.
+    pub fills: usize,
+    /// Blob bytes on disk.
+    pub stored_bytes: u64,
+    /// Whether files and records have been reconciled since start-up.
+    pub reconciled: bool,
+    /// Bytes per retention class, as of the last sweep.
+    pub class_bytes: Vec<(String, u64)>,
 }
 
 pub struct Cache {
@@ -109,7 +113,6 @@ pub struct Cache {
     /// Where TTLs, staleness, the negative cache and retention read the time.
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
-    pub stats: Stats,
     fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
     manifests: Arc<flight::Flights<ManifestAnswer>>,
     tag_lists: Arc<flight::Flights<ListAnswer<Vec<String>>>>,
@@ -125,10 +128,10 @@ pub struct Cache {
     /// Bytes per retention class as of the last sweep, for the metrics.
     class_bytes: Mutex<Vec<(String, u64)>>,
     /// Blob bytes on disk, kept up to date by fills and sweeps.
-    pub stored_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
     /// Wakes the sweeper before its interval: a fill is taking the cache past the high
     /// watermark.
-    pub sweep_now: tokio::sync::Notify,
+    sweep_now: tokio::sync::Notify,
     /// The last catalog computed, and the index's names generation it was computed at.
     catalog: tokio::sync::Mutex<Option<(u64, Arc<Vec<String>>)>>,
     /// Whether files and records have been reconciled since start-up. Until then the records
@@ -173,7 +176,6 @@ impl Cache {
             catalog: tokio::sync::Mutex::default(),
             store,
             settings,
-            stats: Stats::default(),
             fills: Mutex::default(),
             manifests: Arc::default(),
             tag_lists: Arc::default(),
@@ -330,95 +332,63 @@ impl Cache {
             return Ok((state.total, Outcome::Coalesced));
         }
         let up = &t.upstream;
-        let resp = up
-            .send(Method::HEAD, &format!("/v2/{}/blobs/{d}", t.repo), None, &t.repo)
-            .await?;
-        if resp.status() == http::StatusCode::NOT_FOUND {
+        match up.head_blob(&t.repo, d).await {
+            Ok(size) => {
+                self.store.index.link(up.name(), &t.repo, [d])?;
+                Ok((size, Outcome::Miss))
+            }
             // An upstream that is itself a cache (distribution's proxy mode, Harbor) may know
             // a blob only once it has been asked to GET it: its HEAD 404 is not its last
             // word. Start the fill the client's GET would start; its length answers the HEAD.
-            let (src, outcome) = self.find_blob(t, d).await?;
-            return Ok((src.size(), outcome));
+            Err(Error::BlobUnknown) => {
+                let (src, outcome) = self.find_blob(t, d).await?;
+                Ok((src.size(), outcome))
+            }
+            Err(e) => Err(e),
         }
-        if resp.status() != http::StatusCode::OK {
-            return Err(up.status_error(&resp, Error::BlobUnknown));
-        }
-        self.store.index.link(up.name(), &t.repo, [d])?;
-        let size = header_str(resp.headers(), http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        Ok((size, Outcome::Miss))
     }
 
-    /// The Prometheus exposition: the counters, and the gauges read now.
-    pub fn render_metrics(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        self.metrics.render(&mut out);
-        let one = |v: f64| vec![(Vec::new(), v)];
-        metrics::gauge(
-            &mut out,
-            "entrepot_transfers_in_flight",
-            "Blob transfers being sent to clients.",
-            &one(self.serving.transfers() as f64),
-        );
-        let fills = self.fills.locked().len();
-        metrics::gauge(
-            &mut out,
-            "entrepot_fills_in_flight",
-            "Blob downloads from upstreams in progress.",
-            &one(fills as f64),
-        );
-        metrics::gauge(
-            &mut out,
-            "entrepot_store_bytes",
-            "Blob bytes on disk.",
-            &one(self.stored_bytes.load(Relaxed) as f64),
-        );
-        metrics::gauge(
-            &mut out,
-            "entrepot_store_reconciled",
-            "1 once blob files and index records have been reconciled since start-up (retention waits for it).",
-            &one(if self.is_reconciled() { 1.0 } else { 0.0 }),
-        );
-        let by_class: Vec<_> = (self.class_bytes.locked().iter())
-            .map(|(c, b)| (vec![("class", c.clone())], *b as f64))
-            .collect();
-        metrics::gauge(
-            &mut out,
-            "entrepot_store_class_bytes",
-            "Bytes held per retention class, as of the last sweep.",
-            &by_class,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP entrepot_policy_decisions_total Policy decisions, by the rule that made them."
-        );
-        let _ = writeln!(out, "# TYPE entrepot_policy_decisions_total counter");
-        for (rule, (allowed, denied)) in self.stats.decisions.locked().iter() {
-            let _ = writeln!(
-                out,
-                "entrepot_policy_decisions_total{{rule=\"{rule}\",decision=\"allow\"}} {allowed}"
-            );
-            let _ = writeln!(
-                out,
-                "entrepot_policy_decisions_total{{rule=\"{rule}\",decision=\"deny\"}} {denied}"
-            );
+    /// What the metrics read now rather than count.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            transfers: self.serving.transfers(),
+            fills: self.fills.locked().len(),
+            stored_bytes: self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            reconciled: self.is_reconciled(),
+            class_bytes: self.class_bytes.locked().clone(),
         }
-        let _ = writeln!(
-            out,
-            "# HELP entrepot_digest_mismatches_total Upstream content refused for not matching its digest."
-        );
-        let _ = writeln!(out, "# TYPE entrepot_digest_mismatches_total counter");
-        let _ = writeln!(
-            out,
-            "entrepot_digest_mismatches_total {}",
-            self.stats.digest_mismatches.load(Relaxed)
-        );
-        out
     }
 
     /// Refreshes the per-class byte counts the metrics show.
     pub(crate) fn set_class_bytes(&self, by_class: Vec<(String, u64)>) {
         *self.class_bytes.locked() = by_class;
+    }
+
+    /// Counts blobs stored by other means than a fill (an import into a running server).
+    pub fn count_stored(&self, bytes: u64) {
+        self.stored_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Policy decisions since start, by rule: (allowed, denied).
+    pub fn decisions(&self) -> Vec<(String, (u64, u64))> {
+        let mut by_rule: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (labels, n) in self.metrics.policy_decisions.series() {
+            if let [rule, decision] = &labels[..] {
+                let counts = by_rule.entry(rule.clone()).or_default();
+                if decision == "allow" {
+                    counts.0 += n;
+                } else {
+                    counts.1 += n;
+                }
+            }
+        }
+        by_rule.into_iter().collect()
+    }
+
+    /// Completes when a fill asks for a sweep before its interval (the store is crossing
+    /// its high watermark).
+    pub async fn sweep_requested(&self) {
+        self.sweep_now.notified().await;
     }
 
     /// Writes the hit counters gathered in memory to the index.

@@ -36,7 +36,6 @@ use crate::layout::{
     import::{Placement, Source},
 };
 use crate::seed::{self, Puller, Report, SeedRequest};
-use crate::sync::Locked;
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
@@ -161,9 +160,7 @@ async fn import(app: Arc<App>, mut body: Incoming) -> Result<Response<Body>> {
     }
     drop(fwd);
     let summary = importing.await.map_err(Error::internal)??;
-    app.cache
-        .stored_bytes
-        .fetch_add(summary.bytes_added, std::sync::atomic::Ordering::Relaxed);
+    app.cache.count_stored(summary.bytes_added);
     app.cache.flush().await;
     Ok(text(summary.text()))
 }
@@ -250,14 +247,7 @@ async fn answer(app: &Arc<App>, method: &Method, path: &str) -> Result<String> {
         (&Method::GET, "/gc") => crate::report::plan(&app.cache.sweep(true).await?, true),
         (&Method::POST, "/gc") => crate::report::plan(&app.cache.sweep(false).await?, false),
         (&Method::GET, "/stats") => {
-            let decisions: Vec<_> = app
-                .cache
-                .stats
-                .decisions
-                .locked()
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
+            let decisions = app.cache.decisions();
             crate::report::usage(&app.cache.usage().await?, &decisions)
         }
         (_, "/gc" | "/stats") => return Err(Error::Unsupported(format!("{method} {path}"))),

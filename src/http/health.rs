@@ -17,7 +17,7 @@ pub async fn handle(app: &Arc<App>, path: &str) -> Result<Response<Body>> {
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            app.cache.render_metrics(),
+            exposition(&app.cache),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match app.cache.store.index.blob(&crate::oci::Digest::sha256_of(b"readyz")) {
@@ -49,4 +49,47 @@ pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Resul
         Ok(r) => r,
         Err(e) => super::rescue::rescue(&e, false),
     })
+}
+
+/// The Prometheus exposition: the counters, and the gauges read now.
+fn exposition(cache: &crate::cache::Cache) -> String {
+    use crate::metrics::gauge;
+    let mut out = String::new();
+    cache.metrics.render(&mut out);
+    let g = cache.gauges();
+    let one = |v: f64| vec![(Vec::new(), v)];
+    gauge(
+        &mut out,
+        "entrepot_transfers_in_flight",
+        "Blob transfers being sent to clients.",
+        &one(g.transfers as f64),
+    );
+    gauge(
+        &mut out,
+        "entrepot_fills_in_flight",
+        "Blob downloads from upstreams in progress.",
+        &one(g.fills as f64),
+    );
+    gauge(
+        &mut out,
+        "entrepot_store_bytes",
+        "Blob bytes on disk.",
+        &one(g.stored_bytes as f64),
+    );
+    gauge(
+        &mut out,
+        "entrepot_store_reconciled",
+        "1 once blob files and index records have been reconciled since start-up (retention waits for it).",
+        &one(if g.reconciled { 1.0 } else { 0.0 }),
+    );
+    let by_class: Vec<_> = (g.class_bytes.into_iter())
+        .map(|(c, b)| (vec![("class", c)], b as f64))
+        .collect();
+    gauge(
+        &mut out,
+        "entrepot_store_class_bytes",
+        "Bytes held per retention class, as of the last sweep.",
+        &by_class,
+    );
+    out
 }

@@ -284,7 +284,7 @@ async fn sweep_periodically(app: Arc<App>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = cache.sweep_now.notified() => {}
+            _ = cache.sweep_requested() => {}
         }
         if cache.settings.offline {
             continue;

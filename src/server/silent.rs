@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::sync::Locked;
 use tokio::sync::Notify;
+
+use crate::sync::Locked;
 
 /// The silent connections, oldest first.
 #[derive(Default)]

@@ -123,7 +123,7 @@ pub enum IndexError {
 
 impl From<IndexError> for crate::error::Error {
     fn from(e: IndexError) -> Self {
-        crate::error::Error::internal(e)
+        crate::error::Error::Index(std::sync::Arc::new(e))
     }
 }
 

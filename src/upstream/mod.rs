@@ -4,6 +4,7 @@
 //! Nothing here caches content; only tokens are remembered.
 
 pub mod auth;
+mod calls;
 mod target;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use auth::{Challenge, TokenCache};
+pub use calls::{BlobBody, ManifestBody, ManifestHead, TagPage};
 pub use target::Target;
 
 const USER_AGENT: &str = concat!("entrepot/", env!("CARGO_PKG_VERSION"));
@@ -147,7 +149,7 @@ impl Upstream {
     /// forwarding `Authorization` across hosts, and a blob host a registry redirects to may
     /// challenge on its own (registry.k8s.io's backends do). The configured credentials go
     /// only to the realm named by the upstream's own challenge.
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path: &str,
@@ -161,7 +163,7 @@ impl Upstream {
     /// Requests are idempotent (GET, HEAD): a 502, 503 or 504 is tried again twice, after
     /// 100 ms and 300 ms. A refused connection is not: the upstream is down, and cached
     /// content should answer without delay.
-    pub async fn send_range(
+    async fn send_range(
         &self,
         method: Method,
         path: &str,
@@ -382,7 +384,7 @@ impl Upstream {
     }
 
     /// Maps a non-success upstream answer to our error; `not_found` is what a 404 means here.
-    pub fn status_error<B>(&self, resp: &Response<B>, not_found: Error) -> Error {
+    fn status_error<B>(&self, resp: &Response<B>, not_found: Error) -> Error {
         let status = resp.status();
         match status {
             StatusCode::NOT_FOUND => not_found,
@@ -432,7 +434,7 @@ impl Upstream {
     }
 }
 
-pub fn header_str(headers: &HeaderMap<HeaderValue>, name: header::HeaderName) -> Option<&str> {
+fn header_str(headers: &HeaderMap<HeaderValue>, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -487,7 +489,7 @@ fn encode_query(s: &str) -> String {
 }
 
 /// Reads a small body whole, refusing more than `limit` bytes and idle gaps over `idle`.
-pub async fn read_small(mut body: Incoming, limit: usize, idle: Duration) -> std::result::Result<Bytes, String> {
+async fn read_small(mut body: Incoming, limit: usize, idle: Duration) -> std::result::Result<Bytes, String> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     loop {

@@ -1,7 +1,5 @@
 //! Blob pulls: miss then hit, ranges, coalescing, streaming followers, verification.
 
-use std::sync::atomic::Ordering;
-
 use http::Method;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
@@ -276,7 +274,7 @@ async fn an_empty_upstream_answer_for_a_nonempty_blob_is_never_a_clean_empty_200
     let url = proxy.url(&format!("/v2/team/app/blobs/{d}"));
     let bad = get(&url).await;
     assert_eq!(bad.status, 502, "{:?}", bad.body);
-    assert_eq!(proxy.app.cache.stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    assert_eq!(proxy.app.cache.metrics.digest_mismatches.get(&[]), 1);
 
     reg.clear_faults();
     assert_eq!(get(&url).await.bytes().as_ref(), bytes.as_slice());
@@ -296,7 +294,7 @@ async fn corrupt_upstream_bytes_abort_the_response_and_are_not_cached() {
         bad.status == 502 || bad.body.is_err(),
         "a corrupt blob must not end cleanly"
     );
-    assert_eq!(proxy.app.cache.stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    assert_eq!(proxy.app.cache.metrics.digest_mismatches.get(&[]), 1);
     let digest: entrepot::oci::Digest = d.parse().unwrap();
     assert!(!proxy.app.cache.store.blobs.exists(&digest));
 
