@@ -11,11 +11,7 @@ fn skopeo_pulls_through_entrepot_byte_identical_and_offline() {
         return;
     }
     let mut w = world();
-    let images = [
-        ("interop/oci:v1", false),
-        ("interop/docker:v1", false),
-        ("interop/multi:v1", true),
-    ];
+    let images = IMAGES;
     for (i, (image, all)) in images.iter().enumerate() {
         let direct = w.dir.join(format!("direct-{i}"));
         let via = w.dir.join(format!("via-{i}"));
@@ -133,11 +129,7 @@ fn two_sites_carry_content_on_disk_and_serve_it_with_the_upstream_gone() {
         return;
     }
     let mut w = world();
-    let images = [
-        ("interop/oci:v1", false),
-        ("interop/docker:v1", false),
-        ("interop/multi:v1", true),
-    ];
+    let images = IMAGES;
     for (i, (image, all)) in images.iter().enumerate() {
         skopeo_to_dir(
             &format!("{}/{image}", w.registry_addr),

@@ -286,6 +286,13 @@ pub fn world() -> World {
     }
 }
 
+/// The images `world` seeds, and whether each is a multi-platform index (`skopeo --all`).
+pub const IMAGES: [(&str, bool); 3] = [
+    ("interop/oci:v1", false),
+    ("interop/docker:v1", false),
+    ("interop/multi:v1", true),
+];
+
 /// `skopeo copy` into a `dir:` directory: the manifest and every blob, as files.
 pub fn skopeo_to_dir(src: &str, out: &Path, all: bool) {
     let mut cmd = Command::new("skopeo");

@@ -4,24 +4,11 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sha2::Digest as _;
 
 use crate::support::*;
-
-fn start(config: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_entrepot"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
-    child
-}
 
 /// Every file under `blobs/`, checked against the digest its name claims.
 fn committed_blobs(data: &Path) -> HashSet<String> {
@@ -64,20 +51,11 @@ async fn sigkill_under_cold_pulls_leaves_a_store_that_restarts_clean() {
     }
     let port = free_port();
     let data = dir.path().join("data");
-    let config = dir.path().join("entrepot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{}",
-            data.display().to_string(),
-            upstream("reg.test", &reg.url(), "")
-        ),
-    )
-    .unwrap();
+    let config = binary_config(dir.path(), port, &reg, "");
 
     let mut kept: HashSet<String> = HashSet::new();
     for round in 0..6u64 {
-        let mut child = start(&config, port);
+        let mut child = serve_binary(&config, port);
         for (i, (d, _)) in blobs.iter().enumerate() {
             for _ in 0..2 {
                 let url = format!("http://127.0.0.1:{port}/v2/team/app/blobs/{d}");
@@ -111,7 +89,7 @@ async fn sigkill_under_cold_pulls_leaves_a_store_that_restarts_clean() {
     assert!(!kept.is_empty(), "some fill should have committed across six rounds");
 
     reg.clear_faults();
-    let mut child = start(&config, port);
+    let mut child = serve_binary(&config, port);
     assert_eq!(
         std::fs::read_dir(data.join("tmp")).unwrap().count(),
         0,

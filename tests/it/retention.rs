@@ -229,16 +229,12 @@ fn gc_stats_and_policy_check_commands_work_on_a_stopped_and_a_running_cache() {
     let reg = rt.block_on(TestRegistry::start());
     let (d, _, _) = reg.put_image("team/app", "v1", &[1000], 2);
     let port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{}[[retention]]\nname = \"images\"\nmedia_type = \"*\"\nmax_idle = \"7d\"\n[[policy]]\nname = \"no-v1\"\naction = \"deny\"\ntag = \"v1\"\nreason = \"v1 is withdrawn\"\n",
-            dir.path().join("data").display().to_string(),
-            upstream("reg.test", &reg.url(), "")
-        ),
-    )
-    .unwrap();
+    let config = binary_config(
+        dir.path(),
+        port,
+        &reg,
+        "[[retention]]\nname = \"images\"\nmedia_type = \"*\"\nmax_idle = \"7d\"\n[[policy]]\nname = \"no-v1\"\naction = \"deny\"\ntag = \"v1\"\nreason = \"v1 is withdrawn\"\n",
+    );
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
             .args(args)
@@ -265,13 +261,7 @@ fn gc_stats_and_policy_check_commands_work_on_a_stopped_and_a_running_cache() {
 
     // With the cache running, its index is locked: the same commands succeed only by
     // asking the server, on its operator socket in the data directory.
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
+    let mut server = serve_binary(&config, port);
     let stats = run(&["cache", "stats"]);
     assert!(stats.contains("images") && stats.contains("total"), "{stats}");
     let dry = run(&["gc", "--dry-run"]);

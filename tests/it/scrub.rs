@@ -90,16 +90,7 @@ fn the_scrub_command_exits_non_zero_on_corruption_with_or_without_a_server() {
     let (_, _, layers) = reg.put_image("team/app", "v1", &[200_000, 100_000], 3);
     let port = free_port();
     let data = dir.path().join("data");
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{}",
-            data.display().to_string(),
-            upstream("reg.test", &reg.url(), "")
-        ),
-    )
-    .unwrap();
+    let config = binary_config(dir.path(), port, &reg, "");
     let scrub = || {
         Command::new(env!("CARGO_BIN_EXE_entrepot"))
             .args(["scrub", "--rate", "1GiB", "--config"])
@@ -107,13 +98,7 @@ fn the_scrub_command_exits_non_zero_on_corruption_with_or_without_a_server() {
             .output()
             .unwrap()
     };
-    let mut server = Command::new(env!("CARGO_BIN_EXE_entrepot"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
+    let mut server = serve_binary(&config, port);
     let proxy_url = format!("http://127.0.0.1:{port}");
     for l in &layers {
         let got = rt.block_on(get(&format!("{proxy_url}/v2/team/app/blobs/{l}")));

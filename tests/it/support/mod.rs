@@ -171,6 +171,32 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// A config file for the entrepot binary in `dir`: `listen` on `port`, `data_dir` at
+/// `dir/data`, one upstream `reg.test` at the registry, then `extra`. Returns its path.
+pub fn binary_config(dir: &Path, port: u16, registry: &TestRegistry, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("entrepot.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{}{extra}",
+        dir.join("data").display().to_string(),
+        upstream("reg.test", &registry.url(), "")
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `entrepot serve` on that config, once it listens on `port`; its output discarded.
+pub fn serve_binary(config: &Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_entrepot"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    child
+}
+
 /// Waits (10 s at most) until `cond` holds; `what` names it when it never does.
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
