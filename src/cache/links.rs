@@ -32,7 +32,7 @@ impl Cache {
         if self.settings.offline {
             return Ok(false);
         }
-        let key = format!("{}\0{}\0{d}", t.upstream.name(), t.repo);
+        let key = format!("{what:?}\0{}\0{}\0{d}", t.upstream.name(), t.repo);
         let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
         let (held, _) = self
             .links

@@ -149,13 +149,7 @@ impl Upstream {
     /// forwarding `Authorization` across hosts, and a blob host a registry redirects to may
     /// challenge on its own (registry.k8s.io's backends do). The configured credentials go
     /// only to the realm named by the upstream's own challenge.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        accept: Option<&str>,
-        repo: &str,
-    ) -> Result<Response<Incoming>> {
+    async fn send(&self, method: Method, path: &str, accept: Option<&str>, repo: &str) -> Result<Response<Incoming>> {
         self.send_range(method, path, accept, repo, None).await
     }
 
