@@ -6,7 +6,6 @@
 //! up to the published byte count, so memory stays bounded whatever the number of clients,
 //! late joiners start at byte 0, and a slow client slows no one.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::oci::digest::{Algorithm, Hasher};
 use crate::oci::Digest;
-use crate::store::content::{Ingest, Mismatch};
+use crate::store::content::{BlobReader, Ingest, Mismatch};
 use crate::store::index::BlobRecord;
 use crate::sync::Locked;
 use crate::upstream::{BlobBody, Upstream};
@@ -47,8 +46,9 @@ pub struct FillState {
     pub total: Option<u64>,
     /// Bytes written to the ingest file and readable there.
     pub written: u64,
-    /// The ingest file, once the upstream has answered.
-    pub ingest: Option<PathBuf>,
+    /// The bytes written so far, to read, once the upstream has answered: valid through
+    /// the commit.
+    pub reader: Option<BlobReader>,
     /// Every byte is written and matches the digest: followers may finish before the fsync
     /// and rename that make it `Committed`.
     pub verified: bool,
@@ -154,7 +154,7 @@ impl Cache {
             phase: Phase::Connecting,
             total: None,
             written: 0,
-            ingest: None,
+            reader: None,
             verified: false,
         };
         let fill = Arc::new(Fill {
@@ -209,7 +209,7 @@ impl Cache {
         fill.publish(|s| {
             s.phase = Phase::Streaming;
             s.total = total;
-            s.ingest = Some(ingest.path().to_owned());
+            s.reader = Some(ingest.reader());
         });
         // Three stages run side by side: the network side reads, one blocking thread writes
         // and publishes, another hashes the same chunks. A few chunks are in flight between

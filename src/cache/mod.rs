@@ -20,7 +20,6 @@ pub mod scrub;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
+use crate::store::content::BlobReader;
 use crate::store::Store;
 use crate::sync::Locked;
 use crate::upstream::Target;
@@ -141,22 +141,15 @@ pub struct Cache {
 
 /// A blob ready to be streamed.
 pub enum BlobSource {
-    Committed {
-        file: tokio::fs::File,
-        size: u64,
-    },
-    Filling {
-        fill: Arc<fill::Fill>,
-        total: Option<u64>,
-        committed_path: PathBuf,
-    },
+    Committed(BlobReader),
+    Filling { fill: Arc<fill::Fill>, total: Option<u64> },
 }
 
 impl BlobSource {
     /// Its length, when known (an upstream may send a blob without one).
     pub fn size(&self) -> Option<u64> {
         match self {
-            BlobSource::Committed { size, .. } => Some(*size),
+            BlobSource::Committed(blob) => Some(blob.size()),
             BlobSource::Filling { total, .. } => *total,
         }
     }
@@ -207,12 +200,7 @@ impl Cache {
     }
 
     async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {
-        Ok(self
-            .store
-            .blobs
-            .open_read(d)
-            .await?
-            .map(|(file, size)| BlobSource::Committed { file, size }))
+        Ok(self.store.blobs.committed_async(d).await?.map(BlobSource::Committed))
     }
 
     /// A blob for a GET: committed, or a fill that has started streaming.
@@ -274,12 +262,10 @@ impl Cache {
                     return Ok((src, outcome));
                 }
                 fill::Phase::Connecting | fill::Phase::Streaming => {
-                    let committed_path = self.store.blobs.path(d);
                     return Ok((
                         BlobSource::Filling {
                             fill,
                             total: state.total,
-                            committed_path,
                         },
                         outcome,
                     ));
@@ -302,7 +288,7 @@ impl Cache {
     pub async fn fetch_blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<u64> {
         let (source, _, _serving) = self.blob(t, d).await?;
         match source {
-            BlobSource::Committed { size, .. } => Ok(size),
+            BlobSource::Committed(blob) => Ok(blob.size()),
             BlobSource::Filling { fill, .. } => fill.finished().await,
         }
     }
@@ -310,7 +296,7 @@ impl Cache {
     /// A blob's size for a HEAD, without downloading it when it is not cached.
     pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
         self.admit_blob(t, d)?;
-        if let Some((_, size)) = self.store.blobs.open_read(d).await? {
+        if let Some(size) = self.store.blobs.committed_async(d).await?.map(|b| b.size()) {
             if !self.holds(t, d, Content::Blob).await? {
                 return Err(Error::BlobUnknown);
             }

@@ -46,22 +46,17 @@ pub async fn get(
         Some((size, RangeRequest::Unsatisfiable)) => return Err(Error::RangeNotSatisfiable { size }),
     };
     let body = match src {
-        BlobSource::Committed { file, .. } => match zero_copy {
-            Some(queue) => {
-                let file = file.into_std().await;
-                Body::File(sendfile::FileBody::new(
-                    queue.clone(),
-                    file,
-                    start,
-                    len.unwrap_or(0),
-                    serving,
-                ))
-            }
-            None => follow::committed(file, start, len.unwrap_or(0), serving).into(),
+        BlobSource::Committed(blob) => match zero_copy {
+            Some(queue) => Body::File(sendfile::FileBody::new(
+                queue.clone(),
+                blob.file(),
+                start,
+                len.unwrap_or(0),
+                serving,
+            )),
+            None => follow::committed(blob, start, len.unwrap_or(0), serving).into(),
         },
-        BlobSource::Filling {
-            fill, committed_path, ..
-        } => follow::following(fill, committed_path, start, len.map(|l| start + l), len, serving).into(),
+        BlobSource::Filling { fill, .. } => follow::following(fill, start, len.map(|l| start + l), len, serving).into(),
     };
     Ok(respond(status, &d, len, content_range, body, outcome))
 }

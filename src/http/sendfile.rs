@@ -176,10 +176,10 @@ pub struct FileBody {
 }
 
 impl FileBody {
-    pub fn new(queue: Queue, file: File, start: u64, len: u64, serving: Serving) -> FileBody {
+    pub fn new(queue: Queue, file: Arc<File>, start: u64, len: u64, serving: Serving) -> FileBody {
         let body = FileBody {
             queue,
-            file: Arc::new(file),
+            file,
             pos: start,
             end: start + len,
             serving,
@@ -391,7 +391,7 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let serving =
             Arc::new(crate::cache::sweep::ServingSet::default()).enter(&crate::oci::Digest::sha256_of(b"x"), &metrics);
-        let mut body = FileBody::new(server.queue(), file, 3, content.len() as u64 - 3, serving);
+        let mut body = FileBody::new(server.queue(), Arc::new(file), 3, content.len() as u64 - 3, serving);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.unwrap();

@@ -108,10 +108,10 @@ pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
         summary.bytes += bytes.len() as u64;
     }
     for d in &plan.blobs {
-        let path = store.blobs.path(d);
-        let mut file = std::fs::File::open(&path)?;
-        let size = file.metadata()?.len();
-        sink.file(&blob_path(d), size, &mut file)?;
+        let blob =
+            (store.blobs.committed(d)?).ok_or_else(|| Error::Internal(format!("blob {d} is gone from the store")))?;
+        let size = blob.size();
+        sink.file(&blob_path(d), size, &mut blob.reader())?;
         summary.blobs += 1;
         summary.bytes += size;
     }

@@ -222,14 +222,14 @@ struct Plan {
 
 fn manifest_bytes(store: &Store, bundle: &Bundle, d: &Digest) -> Result<Option<Vec<u8>>> {
     if let Some(s) = bundle.staged.get(d) {
-        return Ok(Some(std::fs::read(s.path())?));
+        return Ok(Some(s.read_all()?));
     }
     if let Some((_, b)) = store.index.manifest(d)? {
         return Ok(Some(b.to_vec()));
     }
-    match std::fs::read(store.blobs.path(d)) {
-        Ok(b) => Ok(Some(b)),
-        Err(_) => Ok(None),
+    match store.blobs.committed(d)? {
+        Some(blob) => Ok(Some(blob.read_all()?)),
+        None => Ok(None),
     }
 }
 

@@ -7,11 +7,15 @@
 //! ```
 //!
 //! This is the narrow seam behind which blob bytes live: open to read, ingest, commit,
-//! check, quarantine, remove, list. Nothing outside this module builds a blob path.
+//! check, quarantine, remove, list. Nothing outside this module builds a blob path: blob
+//! bytes are read through a [`BlobReader`], whether committed or still being written.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use std::io::Write;
 
@@ -56,21 +60,32 @@ impl Blobs {
     }
 
     /// `blobs/<alg>/<first two hex>/<hex>`: built only from a validated digest.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
     }
 
-    /// The committed blob and its size, if present.
-    pub async fn open_read(&self, digest: &Digest) -> io::Result<Option<(tokio::fs::File, u64)>> {
-        match tokio::fs::File::open(self.path(digest)).await {
+    /// The committed blob, to read, if present. Blocking (an open and a `stat`).
+    pub fn committed(&self, digest: &Digest) -> io::Result<Option<BlobReader>> {
+        match std::fs::File::open(self.path(digest)) {
             Ok(f) => {
-                let len = f.metadata().await?.len();
-                Ok(Some((f, len)))
+                let size = f.metadata()?.len();
+                Ok(Some(BlobReader {
+                    file: Arc::new(f),
+                    size,
+                }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `committed`, off the async workers.
+    pub async fn committed_async(self: &Arc<Self>, digest: &Digest) -> io::Result<Option<BlobReader>> {
+        let (this, d) = (self.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || this.committed(&d))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The size of a committed blob, if present. Blocking.
@@ -97,7 +112,15 @@ impl Blobs {
         );
         let path = self.tmp_dir.join(id);
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(Ingest { path, file, written: 0 })
+        // Followers read through a descriptor of their own, opened now: it stays valid when
+        // the file is renamed into place, so they never look for it by name.
+        let reader = Arc::new(std::fs::File::open(&path)?);
+        Ok(Ingest {
+            path,
+            file,
+            reader,
+            written: 0,
+        })
     }
 
     /// Publishes a verified ingest: fsync, rename into place, fsync the directory. On failure
@@ -272,18 +295,100 @@ fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<
 #[error("content does not match its digest: {0}")]
 pub struct Mismatch(pub String);
 
+/// A blob's bytes to read: a committed blob, or one being written (readable up to what its
+/// writer has published).
+#[derive(Clone, Debug)]
+pub struct BlobReader {
+    file: Arc<std::fs::File>,
+    size: u64,
+}
+
+impl BlobReader {
+    /// The committed size (for an ingest: 0, its writer says how far it got).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file, for `sendfile(2)`.
+    pub fn file(&self) -> Arc<std::fs::File> {
+        self.file.clone()
+    }
+
+    /// Exactly `len` bytes from `at`, into a fresh buffer (no zeroing, no intermediate
+    /// copy). Fewer bytes on disk than asked is `truncated()`. Blocking.
+    pub fn read_at(&self, at: u64, len: usize) -> io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = self.file.read_at(&mut buf[filled..], at + filled as u64)?;
+            if n == 0 {
+                return Err(truncated());
+            }
+            filled += n;
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// A `Read` over the committed bytes from byte 0. Positioned reads: readers sharing the
+    /// descriptor do not move each other.
+    pub fn reader(&self) -> impl io::Read + '_ {
+        Cursor {
+            file: &self.file,
+            pos: 0,
+            end: self.size,
+        }
+    }
+
+    /// Every committed byte. Blocking; for small blobs (a manifest stored as a blob).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.size as usize);
+        io::Read::read_to_end(&mut self.reader(), &mut out)?;
+        Ok(out)
+    }
+}
+
+struct Cursor<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for Cursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(truncated());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// A blob being written. The caller hashes the same bytes it writes (on another thread,
 /// so that hashing and writing overlap) and hands the digest to `verify`.
 pub struct Ingest {
     path: PathBuf,
     file: std::fs::File,
+    reader: Arc<std::fs::File>,
     written: u64,
 }
 
 impl Ingest {
-    /// Where readers following this ingest open it.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What followers of this ingest read, behind the count its writer publishes; valid
+    /// through the commit.
+    pub fn reader(&self) -> BlobReader {
+        BlobReader {
+            file: self.reader.clone(),
+            size: 0,
+        }
     }
 
     pub fn written(&self) -> u64 {
@@ -336,8 +441,9 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Every staged byte. Blocking; for small blobs (a manifest in a bundle).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(&self.path)
     }
 
     pub fn size(&self) -> u64 {
@@ -363,7 +469,7 @@ mod tests {
         ing.write(b"lo").unwrap();
         ing.verify(&Digest::sha256_of(b"hello"), &good, Some(5)).unwrap();
         assert_eq!(blobs.commit(ing, &good).unwrap(), 5);
-        let (_, len) = blobs.open_read(&good).await.unwrap().unwrap();
+        let len = blobs.committed(&good).unwrap().unwrap().size();
         assert_eq!(len, 5);
 
         let other = Digest::sha256_of(b"other");
@@ -371,7 +477,7 @@ mod tests {
         ing.write(b"not other").unwrap();
         assert!(ing.verify(&Digest::sha256_of(b"not other"), &other, None).is_err());
         ing.abort();
-        assert!(blobs.open_read(&other).await.unwrap().is_none());
+        assert!(blobs.committed(&other).unwrap().is_none());
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(blobs.list().unwrap(), vec![good]);
     }

@@ -13,7 +13,7 @@ pub use index::Index;
 use crate::error::{Error, Result};
 
 pub struct Store {
-    pub blobs: Blobs,
+    pub blobs: std::sync::Arc<Blobs>,
     pub index: Index,
 }
 
@@ -33,7 +33,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Internal(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
-        let blobs = Blobs::open(data_dir)?;
+        let blobs = std::sync::Arc::new(Blobs::open(data_dir)?);
         let removed = blobs.clear_tmp()?;
         if removed > 0 {
             tracing::info!(removed, "removed interrupted downloads");

@@ -15,6 +15,11 @@ fn flip_a_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Where a committed blob lies on disk (docs/storage.md), for a test that damages it.
+fn blob_file(data_dir: &Path, d: &entrepot::oci::Digest) -> std::path::PathBuf {
+    data_dir.join(format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex()))
+}
+
 fn corrupt_count(metrics: &str, kind: &str) -> String {
     let series = format!("entrepot_store_corrupt_total{{kind=\"{kind}\"}} ");
     metrics
@@ -33,7 +38,7 @@ async fn a_flipped_byte_is_quarantined_and_the_blob_fetched_again() {
     pull(&proxy, "team/app", "v1").await;
     let layer: entrepot::oci::Digest = layers[0].parse().unwrap();
     let cache = &proxy.app.cache;
-    flip_a_byte(&cache.store.blobs.path(&layer));
+    flip_a_byte(&blob_file(dir.path(), &layer));
 
     let clean = cache.scrub(0, |_| {}).await.unwrap();
     assert_eq!(clean.corrupt.len(), 1, "{clean:?}");
@@ -104,7 +109,7 @@ fn the_scrub_command_exits_non_zero_on_corruption_with_or_without_a_server() {
         let got = rt.block_on(get(&format!("{proxy_url}/v2/team/app/blobs/{l}")));
         assert_eq!(got.status, 200);
     }
-    let blob_path = |d: &str| data.join(format!("blobs/sha256/{}/{}", &d[7..9], &d[7..]));
+    let blob_path = |d: &str| blob_file(&data, &d.parse().unwrap());
 
     // Through the running server (its operator socket).
     let clean = scrub();
@@ -144,7 +149,7 @@ async fn a_server_scrubs_by_itself_when_scrub_interval_is_set() {
     pull(&proxy, "team/app", "v1").await;
     let layer: entrepot::oci::Digest = layers[0].parse().unwrap();
     let blobs = &proxy.app.cache.store.blobs;
-    flip_a_byte(&blobs.path(&layer));
+    flip_a_byte(&blob_file(dir.path(), &layer));
     until("the background scrub quarantines the blob", || !blobs.exists(&layer)).await;
     assert_eq!(
         get(&proxy.url(&format!("/v2/team/app/blobs/{layer}"))).await.cache(),
