@@ -30,10 +30,7 @@ pub fn scrub(s: &Scrubbed) -> String {
         let _ = writeln!(
             out,
             "corrupt {} {} (hashes to {}): quarantined as {}",
-            c.kind,
-            c.digest,
-            c.found,
-            c.moved_to.display()
+            c.kind, c.digest, c.found, c.moved_to
         );
     }
     let _ = writeln!(

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::oci::digest::{Algorithm, Hasher};
 use crate::oci::Digest;
-use crate::store::content::{BlobReader, Ingest, Mismatch};
+use crate::store::blobs::{BlobReader, Ingest, Mismatch};
 use crate::store::index::BlobRecord;
 use crate::sync::Locked;
 use crate::upstream::{BlobBody, Upstream};
@@ -248,12 +248,9 @@ impl Cache {
             });
         }
         fill.publish(|s| s.verified = true);
-        let size = tokio::task::spawn_blocking({
-            let (this, digest) = (self.clone(), fill.digest.clone());
-            move || this.store.blobs.commit(ingest, &digest)
-        })
-        .await
-        .map_err(Error::internal)??;
+        let size = tokio::task::spawn_blocking(move || ingest.commit())
+            .await
+            .map_err(Error::internal)??;
         let record = BlobRecord::fresh(size, self.store.index.media_type(&fill.digest)?, up.name().to_owned());
         self.store.index.put_blob(&fill.digest, &record)?;
         let stored = self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;

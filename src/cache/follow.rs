@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::fill::{Fill, Phase};
 use super::sweep::Serving;
-use crate::store::content::BlobReader;
+use crate::store::blobs::BlobReader;
 
 /// A blob's bytes for one client, fed by its reader task through a bounded channel. An
 /// `Err` item ends the transfer short: whoever sends it on must abort, never end cleanly.

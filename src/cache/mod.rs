@@ -29,7 +29,7 @@ use crate::config::{Config, PolicyConfig, RetentionConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
-use crate::store::content::BlobReader;
+use crate::store::blobs::{self, BlobReader};
 use crate::store::Store;
 use crate::sync::Locked;
 use crate::upstream::Target;
@@ -200,7 +200,9 @@ impl Cache {
     }
 
     async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {
-        Ok(self.store.blobs.committed_async(d).await?.map(BlobSource::Committed))
+        Ok(blobs::committed_async(&self.store.blobs, d)
+            .await?
+            .map(BlobSource::Committed))
     }
 
     /// A blob for a GET: committed, or a fill that has started streaming.
@@ -296,7 +298,7 @@ impl Cache {
     /// A blob's size for a HEAD, without downloading it when it is not cached.
     pub async fn blob_size(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(Option<u64>, Outcome)> {
         self.admit_blob(t, d)?;
-        if let Some(size) = self.store.blobs.committed_async(d).await?.map(|b| b.size()) {
+        if let Some(size) = blobs::committed_async(&self.store.blobs, d).await?.map(|b| b.size()) {
             if !self.holds(t, d, Content::Blob).await? {
                 return Err(Error::BlobUnknown);
             }

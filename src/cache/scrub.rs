@@ -9,7 +9,6 @@
 //! fetches it again from the upstream), logged and counted. Manifests are small: they are
 //! also checked whenever they are read from the index (`Cache::cached_manifest`).
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::Cache;
 use crate::error::{Error, Result};
 use crate::oci::Digest;
-use crate::store::content::Check;
+use crate::store::blobs::Check;
 
 /// What a scrub read, and what it found wrong.
 #[derive(Debug, Default)]
@@ -35,7 +34,8 @@ pub struct Corrupt {
     pub kind: &'static str,
     /// What the bytes hash to instead.
     pub found: Digest,
-    pub moved_to: PathBuf,
+    /// Where the backend keeps it now.
+    pub moved_to: String,
 }
 
 /// How far a scrub is, for progress lines.
@@ -109,7 +109,7 @@ impl Cache {
             elapsed: started.elapsed(),
         };
         for d in self.store.blobs.list()? {
-            match self.store.blobs.check(&d, |n| pace.take(n))? {
+            match self.store.blobs.check(&d, &mut |n| pace.take(n))? {
                 Check::Gone => continue,
                 Check::Intact(size) => {
                     out.blobs += 1;
@@ -149,9 +149,9 @@ impl Cache {
         Ok(self.found_corrupt(d, "manifest", found, moved_to))
     }
 
-    fn found_corrupt(&self, d: &Digest, kind: &'static str, found: Digest, moved_to: PathBuf) -> Corrupt {
+    fn found_corrupt(&self, d: &Digest, kind: &'static str, found: Digest, moved_to: String) -> Corrupt {
         self.metrics.store_corrupt.add(&[("kind", kind)], 1);
-        tracing::error!(digest = %d, kind, hashes_to = %found, moved_to = %moved_to.display(), "stored content is corrupt; quarantined, will be fetched again");
+        tracing::error!(digest = %d, kind, hashes_to = %found, %moved_to, "stored content is corrupt; quarantined, will be fetched again");
         Corrupt {
             digest: d.clone(),
             kind,

@@ -46,15 +46,15 @@ pub async fn get(
         Some((size, RangeRequest::Unsatisfiable)) => return Err(Error::RangeNotSatisfiable { size }),
     };
     let body = match src {
-        BlobSource::Committed(blob) => match zero_copy {
-            Some(queue) => Body::File(sendfile::FileBody::new(
+        BlobSource::Committed(blob) => match (zero_copy, blob.file()) {
+            (Some(queue), Some(file)) => Body::File(sendfile::FileBody::new(
                 queue.clone(),
-                blob.file(),
+                file,
                 start,
                 len.unwrap_or(0),
                 serving,
             )),
-            None => follow::committed(blob, start, len.unwrap_or(0), serving).into(),
+            _ => follow::committed(blob, start, len.unwrap_or(0), serving).into(),
         },
         BlobSource::Filling { fill, .. } => follow::following(fill, start, len.map(|l| start + l), len, serving).into(),
     };

@@ -92,7 +92,7 @@ impl SendfileStream {
                 Ok(rustix::fs::sendfile(&self.tcp, &*range.file, Some(&mut at), len)?)
             });
             match sent {
-                Ok(0) => return Poll::Ready(Err(crate::store::content::truncated())),
+                Ok(0) => return Poll::Ready(Err(crate::store::blobs::truncated())),
                 Ok(n) => {
                     range.sent += n;
                     if range.sent == range.len {
@@ -267,7 +267,7 @@ fn warm(file: &File, pos: u64, len: usize) -> io::Result<()> {
         let want = usize::try_from(end - at).unwrap_or(PROBE_EVERY).min(PROBE_EVERY);
         let n = std::os::unix::fs::FileExt::read_at(file, &mut scratch[..want], at)?;
         if n == 0 {
-            return Err(crate::store::content::truncated());
+            return Err(crate::store::blobs::truncated());
         }
         at += n as u64;
     }

@@ -14,7 +14,7 @@ use crate::oci::digest::Hasher;
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
-use crate::store::content::Staged;
+use crate::store::blobs::Staged;
 use crate::store::index::{BlobRecord, ManifestRecord, TagRecord};
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -410,7 +410,7 @@ fn commit(store: &Store, bundle: Bundle, plan: Plan) -> Result<Summary> {
         .flat_map(|m| m.parsed.references().map(|r| (r.digest.clone(), m.upstream.clone())))
         .collect();
     for (d, s) in staged {
-        let size = store.blobs.publish(s, &d)?;
+        let size = s.publish()?;
         let upstream = upstream_of.get(&d).cloned().unwrap_or_default();
         let rec = BlobRecord::fresh(size, store.index.media_type(&d)?, upstream);
         store.index.put_blob(&d, &rec)?;

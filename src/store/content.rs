@@ -1,4 +1,5 @@
-//! Blob bytes in content-addressed files.
+//! Blob bytes in content-addressed files: the local implementation of the blob-store
+//! seam (`super::blobs`).
 //!
 //! ```text
 //! <data_dir>/blobs/sha256/ab/abcdef…   committed, verified bytes (read-only)
@@ -6,50 +7,31 @@
 //! <data_dir>/quarantine/<alg>-<hex>     content that no longer matched its digest (scrub)
 //! ```
 //!
-//! This is the narrow seam behind which blob bytes live: open to read, ingest, commit,
-//! check, quarantine, remove, list. Nothing outside this module builds a blob path: blob
-//! bytes are read through a [`BlobReader`], whether committed or still being written.
+//! Nothing outside this module builds a blob path. Committed blobs are read through a
+//! descriptor (and sent with `sendfile` when the client allows); an ingest is written
+//! through one descriptor and followed through another, opened at its creation, which stays
+//! valid when the file is renamed into place.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use std::io::Write;
-
-use crate::oci::digest::{Digest, Hasher};
+use super::blobs::{BlobReader, BlobStore, Ingest, IngestTarget, ReadAt, StagedTarget};
+use crate::oci::digest::Digest;
 
 #[derive(Debug)]
-pub struct Blobs {
+pub struct LocalBlobs {
     blobs_dir: PathBuf,
     tmp_dir: PathBuf,
     quarantine_dir: PathBuf,
 }
 
-/// The error for a committed blob file shorter than its record or the range asked of it
-/// (removed or truncated by hand): a reader must end its transfer short, never pad it.
-pub fn truncated() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than expected")
-}
-
-/// What re-reading a committed blob found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Check {
-    /// Its bytes match its name; its size.
-    Intact(u64),
-    /// Its bytes no longer match its name: what they hash to instead, and their size.
-    Corrupt(Digest, u64),
-    /// No such file (evicted meanwhile).
-    Gone,
-}
-
 static INGEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
-impl Blobs {
-    pub fn open(data_dir: &Path) -> io::Result<Blobs> {
-        let blobs = Blobs {
+impl LocalBlobs {
+    pub fn open(data_dir: &Path) -> io::Result<LocalBlobs> {
+        let blobs = LocalBlobs {
             blobs_dir: data_dir.join("blobs"),
             tmp_dir: data_dir.join("tmp"),
             quarantine_dir: data_dir.join("quarantine"),
@@ -65,139 +47,6 @@ impl Blobs {
         self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
     }
 
-    /// The committed blob, to read, if present. Blocking (an open and a `stat`).
-    pub fn committed(&self, digest: &Digest) -> io::Result<Option<BlobReader>> {
-        match std::fs::File::open(self.path(digest)) {
-            Ok(f) => {
-                let size = f.metadata()?.len();
-                Ok(Some(BlobReader {
-                    file: Arc::new(f),
-                    size,
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `committed`, off the async workers.
-    pub async fn committed_async(self: &Arc<Self>, digest: &Digest) -> io::Result<Option<BlobReader>> {
-        let (this, d) = (self.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || this.committed(&d))
-            .await
-            .map_err(io::Error::other)?
-    }
-
-    /// The size of a committed blob, if present. Blocking.
-    pub fn size(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        match std::fs::metadata(self.path(digest)) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub fn exists(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
-    }
-
-    /// Starts writing a blob whose digest is `expected`. Ingests do blocking file I/O: they
-    /// are driven from the blocking pool, off the async workers.
-    pub fn ingest(&self, expected: &Digest) -> io::Result<Ingest> {
-        let id = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            INGEST_SEQ.fetch_add(1, Ordering::Relaxed),
-            &expected.hex()[..16]
-        );
-        let path = self.tmp_dir.join(id);
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        // Followers read through a descriptor of their own, opened now: it stays valid when
-        // the file is renamed into place, so they never look for it by name.
-        let reader = Arc::new(std::fs::File::open(&path)?);
-        Ok(Ingest {
-            path,
-            file,
-            reader,
-            written: 0,
-        })
-    }
-
-    /// Publishes a verified ingest: fsync, rename into place, fsync the directory. On failure
-    /// the temporary file is removed. Blocking.
-    pub fn commit(&self, ingest: Ingest, digest: &Digest) -> io::Result<u64> {
-        self.publish(ingest.stage()?, digest)
-    }
-
-    /// Renames a staged (written, fsynced, verified) blob into place and fsyncs the directory.
-    pub fn publish(&self, staged: Staged, digest: &Digest) -> io::Result<u64> {
-        let result = (|| {
-            let target = self.path(digest);
-            let parent = target.parent().expect("blob paths have a parent");
-            std::fs::create_dir_all(parent)?;
-            std::fs::rename(&staged.path, &target)?;
-            std::fs::File::open(parent)?.sync_all()?;
-            Ok(staged.size)
-        })();
-        if result.is_err() {
-            staged.discard();
-        }
-        result
-    }
-
-    /// Deletes a committed blob (blocking). Readers that have it open keep reading.
-    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
-        match std::fs::remove_file(self.path(digest)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Reads a committed blob again and hashes it, calling `paced` with each chunk's length
-    /// (the caller's rate limit). Blocking.
-    pub fn check(&self, digest: &Digest, mut paced: impl FnMut(usize)) -> io::Result<Check> {
-        use std::io::Read;
-        let mut file = match std::fs::File::open(self.path(digest)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Check::Gone),
-            Err(e) => return Err(e),
-        };
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-            paced(n);
-        }
-        let got = hasher.finish();
-        Ok(if &got == digest {
-            Check::Intact(size)
-        } else {
-            Check::Corrupt(got, size)
-        })
-    }
-
-    /// Moves a committed blob out of serving into `quarantine/`, kept for an operator to
-    /// look at. Readers that have it open keep reading. Blocking.
-    pub fn quarantine(&self, digest: &Digest) -> io::Result<PathBuf> {
-        let to = self.quarantine_path(digest, "")?;
-        std::fs::rename(self.path(digest), &to)?;
-        Ok(to)
-    }
-
-    /// Keeps bytes that failed verification elsewhere (a manifest from the index) beside
-    /// the quarantined blobs. Blocking.
-    pub fn quarantine_bytes(&self, digest: &Digest, what: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-        let to = self.quarantine_path(digest, what)?;
-        std::fs::write(&to, bytes)?;
-        Ok(to)
-    }
-
     /// `quarantine/<alg>-<hex>[.<what>]`, with a suffix when that name is taken already.
     fn quarantine_path(&self, digest: &Digest, what: &str) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.quarantine_dir)?;
@@ -211,24 +60,64 @@ impl Blobs {
         }
         Ok(to)
     }
+}
 
-    /// Removes ingests left behind by a previous process. Returns how many.
-    pub fn clear_tmp(&self) -> io::Result<usize> {
-        let mut n = 0;
-        for entry in std::fs::read_dir(&self.tmp_dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                std::fs::remove_file(entry.path())?;
-                n += 1;
+impl BlobStore for LocalBlobs {
+    fn committed(&self, digest: &Digest) -> io::Result<Option<BlobReader>> {
+        match std::fs::File::open(self.path(digest)) {
+            Ok(f) => {
+                let size = f.metadata()?.len();
+                Ok(Some(BlobReader::new(Arc::new(FileSource(Arc::new(f))), size)))
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(n)
+    }
+
+    fn size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match std::fs::metadata(self.path(digest)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Ingests do blocking file I/O: they are driven from the blocking pool.
+    fn ingest(&self, expected: &Digest) -> io::Result<Ingest> {
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            INGEST_SEQ.fetch_add(1, Ordering::Relaxed),
+            &expected.hex()[..16]
+        );
+        let path = self.tmp_dir.join(id);
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        // Followers read through a descriptor of their own, opened now: it stays valid when
+        // the file is renamed into place, so they never look for it by name.
+        let reader = Arc::new(std::fs::File::open(&path)?);
+        Ok(Ingest::new(Box::new(FileIngest {
+            path,
+            file,
+            reader,
+            target: self.path(expected),
+        })))
+    }
+
+    fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match std::fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Every committed blob, in digest order. Names only, no `stat`: a million files are
     /// listed in the time it takes to read their directories. Files whose name is not a
     /// digest are skipped.
-    pub fn list(&self) -> io::Result<Vec<Digest>> {
+    fn list(&self) -> io::Result<Vec<Digest>> {
         let mut dirs = Vec::new();
         for alg in read_dir_or_empty(&self.blobs_dir)? {
             let alg = alg?;
@@ -279,6 +168,30 @@ impl Blobs {
         all.sort_unstable();
         Ok(all)
     }
+
+    fn clear_tmp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&self.tmp_dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn quarantine(&self, digest: &Digest) -> io::Result<String> {
+        let to = self.quarantine_path(digest, "")?;
+        std::fs::rename(self.path(digest), &to)?;
+        Ok(to.display().to_string())
+    }
+
+    fn quarantine_bytes(&self, digest: &Digest, what: &str, bytes: &[u8]) -> io::Result<String> {
+        let to = self.quarantine_path(digest, what)?;
+        std::fs::write(&to, bytes)?;
+        Ok(to.display().to_string())
+    }
 }
 
 fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>>> {
@@ -291,166 +204,82 @@ fn read_dir_or_empty(p: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("content does not match its digest: {0}")]
-pub struct Mismatch(pub String);
+/// A file read at offsets; `sendfile` can take it.
+struct FileSource(Arc<std::fs::File>);
 
-/// A blob's bytes to read: a committed blob, or one being written (readable up to what its
-/// writer has published).
-#[derive(Clone, Debug)]
-pub struct BlobReader {
-    file: Arc<std::fs::File>,
-    size: u64,
-}
-
-impl BlobReader {
-    /// The committed size (for an ingest: 0, its writer says how far it got).
-    pub fn size(&self) -> u64 {
-        self.size
+impl ReadAt for FileSource {
+    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self.0.as_ref(), buf, at)
     }
 
-    /// The file, for `sendfile(2)`.
-    pub fn file(&self) -> Arc<std::fs::File> {
-        self.file.clone()
-    }
-
-    /// Exactly `len` bytes from `at`, into a fresh buffer (no zeroing, no intermediate
-    /// copy). Fewer bytes on disk than asked is `truncated()`. Blocking.
-    pub fn read_at(&self, at: u64, len: usize) -> io::Result<Bytes> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            let n = self.file.read_at(&mut buf[filled..], at + filled as u64)?;
-            if n == 0 {
-                return Err(truncated());
-            }
-            filled += n;
-        }
-        Ok(Bytes::from(buf))
-    }
-
-    /// A `Read` over the committed bytes from byte 0. Positioned reads: readers sharing the
-    /// descriptor do not move each other.
-    pub fn reader(&self) -> impl io::Read + '_ {
-        Cursor {
-            file: &self.file,
-            pos: 0,
-            end: self.size,
-        }
-    }
-
-    /// Every committed byte. Blocking; for small blobs (a manifest stored as a blob).
-    pub fn read_all(&self) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.size as usize);
-        io::Read::read_to_end(&mut self.reader(), &mut out)?;
-        Ok(out)
+    fn file(&self) -> Option<Arc<std::fs::File>> {
+        Some(self.0.clone())
     }
 }
 
-struct Cursor<'a> {
-    file: &'a std::fs::File,
-    pos: u64,
-    end: u64,
-}
-
-impl io::Read for Cursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let want = buf
-            .len()
-            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(truncated());
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// A blob being written. The caller hashes the same bytes it writes (on another thread,
-/// so that hashing and writing overlap) and hands the digest to `verify`.
-pub struct Ingest {
+/// An ingest in `tmp/`, renamed to `target` once verified.
+struct FileIngest {
     path: PathBuf,
     file: std::fs::File,
     reader: Arc<std::fs::File>,
-    written: u64,
+    target: PathBuf,
 }
 
-impl Ingest {
-    /// What followers of this ingest read, behind the count its writer publishes; valid
-    /// through the commit.
-    pub fn reader(&self) -> BlobReader {
-        BlobReader {
-            file: self.reader.clone(),
-            size: 0,
-        }
+impl IngestTarget for FileIngest {
+    /// No user-space buffer: the bytes are readable when this returns.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
     }
 
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Appends bytes; they are readable at `path()` when this returns (no user-space buffer).
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Checks the digest of what was written against the expected one, and the size when
-    /// known.
-    pub fn verify(&self, actual: &Digest, expected: &Digest, size: Option<u64>) -> Result<(), Mismatch> {
-        if actual != expected {
-            return Err(Mismatch(format!("got {actual} after {} bytes", self.written)));
-        }
-        if let Some(size) = size.filter(|s| *s != self.written) {
-            return Err(Mismatch(format!("got {} bytes, expected {size}", self.written)));
-        }
-        Ok(())
-    }
-
-    /// Gives up: the temporary file is removed.
-    pub fn abort(self) {
-        let _ = std::fs::remove_file(&self.path);
+    fn reader(&self) -> BlobReader {
+        BlobReader::new(Arc::new(FileSource(self.reader.clone())), 0)
     }
 
     /// Flushes the bytes to disk and closes the file: a staged blob holds no descriptor, so
     /// an import can stage thousands before it publishes any.
-    pub fn stage(self) -> io::Result<Staged> {
+    fn stage(self: Box<Self>) -> io::Result<Box<dyn StagedTarget>> {
         if let Err(e) = self.file.sync_all() {
-            self.abort();
+            let _ = std::fs::remove_file(&self.path);
             return Err(e);
         }
-        Ok(Staged {
+        Ok(Box::new(StagedFile {
             path: self.path,
-            size: self.written,
-        })
+            target: self.target,
+        }))
+    }
+
+    fn abort(self: Box<Self>) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
 /// A verified blob on disk under `tmp/`, not yet visible under its digest.
 #[derive(Debug)]
-pub struct Staged {
+struct StagedFile {
     path: PathBuf,
-    size: u64,
+    target: PathBuf,
 }
 
-impl Staged {
-    /// Every staged byte. Blocking; for small blobs (a manifest in a bundle).
-    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+impl StagedTarget for StagedFile {
+    fn read_all(&self) -> io::Result<Vec<u8>> {
         std::fs::read(&self.path)
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
+    /// Rename into place, then fsync the directory; on failure the file is removed.
+    fn publish(self: Box<Self>) -> io::Result<()> {
+        let result = (|| {
+            let parent = self.target.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&self.path, &self.target)?;
+            std::fs::File::open(parent)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        result
     }
 
-    pub fn discard(self) {
+    fn discard(self: Box<Self>) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -462,13 +291,13 @@ mod tests {
     #[tokio::test]
     async fn commit_only_verified_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open(dir.path()).unwrap();
+        let blobs = LocalBlobs::open(dir.path()).unwrap();
         let good = Digest::sha256_of(b"hello");
         let mut ing = blobs.ingest(&good).unwrap();
         ing.write(b"hel").unwrap();
         ing.write(b"lo").unwrap();
         ing.verify(&Digest::sha256_of(b"hello"), &good, Some(5)).unwrap();
-        assert_eq!(blobs.commit(ing, &good).unwrap(), 5);
+        assert_eq!(ing.commit().unwrap(), 5);
         let len = blobs.committed(&good).unwrap().unwrap().size();
         assert_eq!(len, 5);
 
@@ -485,7 +314,7 @@ mod tests {
     #[test]
     fn size_mismatch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open(dir.path()).unwrap();
+        let blobs = LocalBlobs::open(dir.path()).unwrap();
         let d = Digest::sha256_of(b"abc");
         let mut ing = blobs.ingest(&d).unwrap();
         ing.write(b"abc").unwrap();

@@ -1,19 +1,21 @@
-//! The local store: blob files (`content`) plus the sled index (`index`), and the start-up
-//! reconciliation that makes the two agree after a crash.
+//! The store: blob bytes behind the blob-store seam (`blobs`; `content` keeps them in local
+//! files) plus the sled index (`index`), and the start-up reconciliation that makes the two
+//! agree after a crash.
 
+pub mod blobs;
 pub mod content;
 pub mod index;
 
 use std::path::Path;
 use std::time::Instant;
 
-pub use content::Blobs;
+pub use blobs::BlobStore;
 pub use index::Index;
 
 use crate::error::{Error, Result};
 
 pub struct Store {
-    pub blobs: std::sync::Arc<Blobs>,
+    pub blobs: std::sync::Arc<dyn BlobStore>,
     pub index: Index,
 }
 
@@ -33,7 +35,12 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Internal(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
-        let blobs = std::sync::Arc::new(Blobs::open(data_dir)?);
+        let blobs = std::sync::Arc::new(content::LocalBlobs::open(data_dir)?);
+        Store::with_blobs(data_dir, blobs)
+    }
+
+    /// `open`, with blob bytes kept by another backend than local files.
+    pub fn with_blobs(data_dir: &Path, blobs: std::sync::Arc<dyn BlobStore>) -> Result<Store> {
         let removed = blobs.clear_tmp()?;
         if removed > 0 {
             tracing::info!(removed, "removed interrupted downloads");
@@ -120,7 +127,7 @@ mod tests {
                 let mut ing = store.blobs.ingest(d).unwrap();
                 ing.write(bytes).unwrap();
                 ing.verify(&Digest::sha256_of(bytes), d, None).unwrap();
-                store.blobs.commit(ing, d).unwrap();
+                ing.commit().unwrap();
             }
             let rec = |size| index::BlobRecord {
                 size,

@@ -44,8 +44,9 @@ async fn a_flipped_byte_is_quarantined_and_the_blob_fetched_again() {
     assert_eq!(clean.corrupt.len(), 1, "{clean:?}");
     let found = &clean.corrupt[0];
     assert_eq!((found.kind, &found.digest), ("blob", &layer));
-    assert!(found.moved_to.starts_with(dir.path().join("quarantine")), "{found:?}");
-    assert!(found.moved_to.exists() && !cache.store.blobs.exists(&layer));
+    let moved_to = Path::new(&found.moved_to);
+    assert!(moved_to.starts_with(dir.path().join("quarantine")), "{found:?}");
+    assert!(moved_to.exists() && !cache.store.blobs.exists(&layer));
     assert!(cache.store.index.blob(&layer).unwrap().is_none());
     let metrics = String::from_utf8_lossy(get(&proxy.url("/metrics")).await.bytes()).into_owned();
     assert_eq!(corrupt_count(&metrics, "blob"), "1");
