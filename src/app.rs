@@ -9,7 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{BlobStore, Store};
 use crate::tls::Tls;
 use crate::upstream::Upstreams;
 
@@ -32,6 +32,16 @@ impl App {
     /// `open`, with the cache reading the time from `clock` (tests move a `ManualClock`).
     pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>> {
         let store = Store::open(&config.data_dir)?;
+        App::assemble(config, clock, store)
+    }
+
+    /// `open`, with blob bytes kept by another backend than local files.
+    pub fn open_with_blobs(config: Config, clock: Arc<dyn Clock>, blobs: Arc<dyn BlobStore>) -> Result<Arc<App>> {
+        let store = Store::with_blobs(&config.data_dir, blobs)?;
+        App::assemble(config, clock, store)
+    }
+
+    fn assemble(config: Config, clock: Arc<dyn Clock>, store: Store) -> Result<Arc<App>> {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Upstreams::build(&config, metrics.clone())?;
         let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics, clock));

@@ -11,8 +11,19 @@ const MIB: usize = 1 << 20;
 async fn setup(opts: Options) -> (tempfile::TempDir, TestRegistry, TestProxy) {
     let dir = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start_with(opts).await;
-    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    let proxy = proxy(dir.path(), "", &upstream("reg.test", &reg.url(), "")).await;
     (dir, reg, proxy)
+}
+
+/// This suite runs twice (`tests/it/main.rs`): with blobs in local files, and as
+/// `blobs_in_memory` on the in-memory backend, which implements the blob-store seam alone.
+async fn proxy(dir: &std::path::Path, extra: &str, upstreams: &str) -> TestProxy {
+    if module_path!().ends_with("in_memory") {
+        let blobs = std::sync::Arc::new(crate::support::memory::MemoryBlobs::default());
+        TestProxy::start_on_blobs(dir, extra, upstreams, blobs).await
+    } else {
+        TestProxy::start(dir, extra, upstreams).await
+    }
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -111,8 +122,9 @@ async fn cached_blobs_are_the_same_bytes_by_sendfile_http2_and_plain_reads() {
     let reg = TestRegistry::start_with(Options::default()).await;
     let bytes = pattern(3 * MIB + 5, 9);
     let d = reg.put_blob(bytes.clone());
-    let zero_copy = TestProxy::in_front_of(&dir.path().join("a"), &reg, "reg.test", "").await;
-    let copying = TestProxy::in_front_of(&dir.path().join("b"), &reg, "reg.test", "sendfile = false\n").await;
+    let up = upstream("reg.test", &reg.url(), "");
+    let zero_copy = proxy(&dir.path().join("a"), "", &up).await;
+    let copying = proxy(&dir.path().join("b"), "sendfile = false\n", &up).await;
     let h2: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -360,7 +372,7 @@ async fn an_upstream_that_stalls_again_after_a_resume_ends_the_transfer_aborted(
         "[[upstream]]\nname = \"reg.test\"\nurl = \"{}\"\nidle_timeout = \"1s\"\n",
         reg.url()
     );
-    let proxy = TestProxy::start(dir.path(), "", &up).await;
+    let proxy = proxy(dir.path(), "", &up).await;
     let bytes = pattern(MIB, 21);
     let d = reg.put_blob(bytes.clone());
     // The first answer stalls after 300 kB; every resumption answers, then sends nothing.
@@ -463,7 +475,7 @@ async fn a_blob_host_that_challenges_gets_its_own_token_and_never_the_credential
     };
     let reg = TestRegistry::start_with(opts).await;
     let ups = upstream("reg.test", &reg.url(), "username = \"puller\"\npassword = \"s3cret\"");
-    let proxy = TestProxy::start(dir.path(), "", &ups).await;
+    let proxy = proxy(dir.path(), "", &ups).await;
     let bytes = pattern(50_000, 11);
     let d = reg.put_blob(bytes.clone());
     let got = get(&proxy.url(&format!("/v2/team/app/blobs/{d}"))).await;

@@ -6,6 +6,10 @@ mod support;
 mod access;
 mod airgap;
 mod blobs;
+/// The same blob suite on the in-memory backend (see `blobs::proxy`): loaded twice on purpose.
+#[allow(clippy::duplicate_mod)]
+#[path = "blobs.rs"]
+mod blobs_in_memory;
 mod cli;
 mod crash;
 mod links;

@@ -1,5 +1,6 @@
 //! Builders for the scenarios: a test registry, an entrepot in front of it, and a client.
 
+pub mod memory;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -37,12 +38,23 @@ impl TestProxy {
         upstreams: &str,
         clock: Arc<dyn entrepot::clock::Clock>,
     ) -> TestProxy {
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}",
-            data_dir.display().to_string()
-        );
-        let config = entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
-        let app = entrepot::App::open_with_clock(config, clock).expect("app builds");
+        let config = test_config(data_dir, extra, upstreams);
+        TestProxy::launch(entrepot::App::open_with_clock(config, clock).expect("app builds")).await
+    }
+
+    /// `start`, with blob bytes kept by `blobs` rather than in files under `data_dir`.
+    pub async fn start_on_blobs(
+        data_dir: &Path,
+        extra: &str,
+        upstreams: &str,
+        blobs: Arc<dyn entrepot::store::BlobStore>,
+    ) -> TestProxy {
+        let config = test_config(data_dir, extra, upstreams);
+        let clock = Arc::new(entrepot::clock::SystemClock);
+        TestProxy::launch(entrepot::App::open_with_blobs(config, clock, blobs).expect("app builds")).await
+    }
+
+    async fn launch(app: Arc<entrepot::App>) -> TestProxy {
         app.cache.reconcile().expect("store reconciles");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -91,6 +103,14 @@ impl Drop for TestProxy {
             let _ = s.send(());
         }
     }
+}
+
+fn test_config(data_dir: &Path, extra: &str, upstreams: &str) -> entrepot::Config {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\n{upstreams}",
+        data_dir.display().to_string()
+    );
+    entrepot::Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
 /// The shipped `config.toml`'s commented `[[policy]]` examples, uncommented: the tests hold
