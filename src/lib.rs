@@ -10,9 +10,10 @@
 //! - [`config`]: the TOML file, validated into runtime types;
 //! - [`error`]: the one error type, mapped to distribution-spec status and codes;
 //! - [`metrics`]: counters and histograms, in Prometheus text;
-//! - [`store`]: blob files (content-addressed, verified before commit) and the sled index;
-//! - [`upstream`]: the closed table of upstream registries, request targets, auth,
-//!   redirects, timeouts;
+//! - [`store`]: blob bytes behind the blob-store seam (local content-addressed files today,
+//!   verified before commit) and the sled index;
+//! - [`upstream`]: the closed table of upstream registries, request targets, typed registry
+//!   calls, auth, redirects, timeouts;
 //! - [`cache`]: hits, fills, coalescing, tag negotiation and revalidation, stale-if-error,
 //!   repository links, retention sweeps, scrub;
 //! - [`access`]: who may pull what;
