@@ -132,9 +132,8 @@ impl BlobReader {
     }
 
     /// Exactly `len` bytes from `at`, into a fresh buffer (no intermediate copy; it is
-    /// zeroed first, which positioned reads on a shared source need in safe Rust: about 5%
-    /// of a read's cost, and only off the sendfile path). Fewer bytes than asked is
-    /// `truncated()`. Blocking.
+    /// zeroed first, which positioned reads on a shared source need in safe Rust; the
+    /// sendfile path never comes here). Fewer bytes than asked is `truncated()`. Blocking.
     pub fn read_at(&self, at: u64, len: usize) -> io::Result<Bytes> {
         let mut buf = vec![0u8; len];
         let mut filled = 0;
