@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use entrepot::oci::digest::{Algorithm, Hasher};
 use entrepot::oci::{manifest, Digest};
-use entrepot::store::index::{BlobRecord, Index};
+use entrepot::store::index::{BlobRecord, Index, MetaStore};
 
 fn hashing(c: &mut Criterion) {
     let mut group = c.benchmark_group("sha256");

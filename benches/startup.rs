@@ -93,8 +93,7 @@ fn populate(dir: &Path, n: usize) {
         };
         store.index.put_blob(&d, &rec).unwrap();
     }
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(store.index.flush()).unwrap();
+    store.index.flush().unwrap();
     std::fs::write(marker, b"").unwrap();
 }
 

@@ -197,7 +197,7 @@ impl Cache {
         let _turn = up.fetch_permit().await;
         let BlobBody { total, body } = up.get_blob(&fill.repo, &fill.digest, None).await?;
         // The upstream serves it in this repository: it may be served there from the cache.
-        self.store.index.link(up.name(), &fill.repo, [&fill.digest])?;
+        self.store.index.link(up.name(), &fill.repo, &[&fill.digest])?;
         // Make room early when this download will take the cache past the high watermark;
         // the commit checks again once the bytes are in.
         if let (Some(high), Some(size)) = (self.settings.retention.limits.high_bytes(), total) {

@@ -54,7 +54,7 @@ impl Cache {
             Ok(()) => {
                 tracing::debug!(upstream = %up.name(), repo = %t.repo, digest = %d, "upstream confirms the repository holds a stored digest");
                 match what {
-                    Content::Blob => self.store.index.link(up.name(), &t.repo, [d])?,
+                    Content::Blob => self.store.index.link(up.name(), &t.repo, &[d])?,
                     Content::Manifest => self.link_manifest(t, d)?,
                 }
                 Ok(true)

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
-use crate::store::index::{ManifestRecord, TagRecord};
+use crate::store::index::{linked, ManifestRecord, TagRecord};
 use crate::sync::Locked;
 use crate::upstream::ManifestBody;
 
@@ -323,7 +323,7 @@ impl Cache {
             Some((rec, _)) => rec.references,
             None => Vec::new(),
         };
-        (self.store.index).link(t.upstream.name(), &t.repo, std::iter::once(d).chain(&references))?;
+        (self.store.index).link(t.upstream.name(), &t.repo, &linked(d, &references))?;
         Ok(())
     }
 

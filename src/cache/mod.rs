@@ -322,7 +322,7 @@ impl Cache {
         let up = &t.upstream;
         match up.head_blob(&t.repo, d).await {
             Ok(size) => {
-                self.store.index.link(up.name(), &t.repo, [d])?;
+                self.store.index.link(up.name(), &t.repo, &[d])?;
                 Ok((size, Outcome::Miss))
             }
             // An upstream that is itself a cache (distribution's proxy mode, Harbor) may know
@@ -379,10 +379,14 @@ impl Cache {
         self.sweep_now.notified().await;
     }
 
-    /// Writes the hit counters gathered in memory to the index.
+    /// Writes the hit counters gathered in memory to the index, and makes the index
+    /// durable (on the blocking pool).
     pub async fn flush(&self) {
-        if let Err(e) = self.store.index.flush().await {
-            tracing::warn!(error = %e, "index flush failed");
+        let index = self.store.index.clone();
+        match tokio::task::spawn_blocking(move || index.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "index flush failed"),
+            Err(e) => tracing::warn!(error = %e, "index flush failed"),
         }
     }
 }

@@ -367,7 +367,9 @@ fn link_reachable(store: &Store, plan: &Plan, upstream: &str, repo: &str, root: 
             );
         }
     }
-    store.index.link(upstream, repo, seen)?;
+    store
+        .index
+        .link(upstream, repo, &seen.into_iter().collect::<Vec<_>>())?;
     Ok(())
 }
 

@@ -18,6 +18,10 @@
 //! a digest in one repository and refuse it in another (a private one). Links come from the
 //! upstream's word: a manifest fetched in the repository (it and what it references), a
 //! `GET` or `HEAD` the upstream answered there, an imported bundle's placement.
+//!
+//! [`MetaStore`] is the interface the cache, layout and the operator commands use; `Index`
+//! is its sled implementation.
+//!
 //! Every key component is validated before it gets here (names, tags, digests and upstream
 //! names cannot contain NUL). Access times and hit counts are gathered in memory and written
 //! in batches, so a cache hit costs no index write.
@@ -152,6 +156,11 @@ fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
 
+/// A manifest and what it references, to link together.
+pub fn linked<'a>(manifest: &'a Digest, references: &'a [Digest]) -> Vec<&'a Digest> {
+    std::iter::once(manifest).chain(references).collect()
+}
+
 fn get<T: DeserializeOwned>(tree: &sled::Tree, k: impl AsRef<[u8]>) -> Result<Option<T>> {
     match tree.get(k)? {
         Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
@@ -235,29 +244,139 @@ impl Index {
         }
         for (d, rec) in scan::<ManifestRecord>(&self.manifests)? {
             if !rec.upstream.is_empty() {
-                self.link(
-                    &rec.upstream,
-                    &rec.repository,
-                    std::iter::once(&d).chain(&rec.references),
-                )?;
+                self.link(&rec.upstream, &rec.repository, &linked(&d, &rec.references))?;
             }
         }
         Ok(())
     }
 
+    fn names_changed(&self) {
+        self.names_changed.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The records the cache keeps about content, behind one interface: blobs, manifests and
+/// their bytes, tags per Accept class, tag lists, referrers, policy contexts, repository
+/// links and access times. [`Index`] (sled) is today's implementation; a shared one (for
+/// several nodes) implements this.
+pub trait MetaStore: Send + Sync {
+    // === blobs ===
+    fn blob(&self, d: &Digest) -> Result<Option<BlobRecord>>;
+
+    fn put_blob(&self, d: &Digest, r: &BlobRecord) -> Result<()>;
+
+    /// Writes `r` unless the blob has a record already. Returns whether it wrote.
+    fn adopt_blob(&self, d: &Digest, r: &BlobRecord) -> Result<bool>;
+
+    fn remove_blob(&self, d: &Digest) -> Result<()>;
+
+    /// Every blob's recorded size, in digest order, in one scan, for reconciliation with
+    /// the files.
+    fn blob_sizes(&self) -> Result<Vec<(Digest, u64)>>;
+
+    /// Remembers the media types a manifest gives its descriptors, and sets them on blobs
+    /// already cached; `media_type` reads them back for blobs cached later.
+    fn learn_media_types(&self, descriptors: &[Descriptor]) -> Result<()>;
+
+    /// The media type a manifest gave this digest, if any manifest seen did.
+    fn media_type(&self, d: &Digest) -> Result<Option<String>>;
+
+    // === manifests ===
+    fn manifest(&self, d: &Digest) -> Result<Option<(ManifestRecord, bytes::Bytes)>>;
+
+    fn has_manifest(&self, d: &Digest) -> Result<bool>;
+
+    /// Bytes first, then the record: a record is never visible without its bytes. The
+    /// record's repository holds the manifest and what it references: both are linked.
+    fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()>;
+
+    /// Referrers of `subject` that are cached locally.
+    fn local_referrers(&self, subject: &Digest) -> Result<Vec<Digest>>;
+
+    /// Every manifest record, for the sweeper.
+    fn manifests_all(&self) -> Result<Vec<(Digest, ManifestRecord)>>;
+
+    /// Every blob record, for the sweeper.
+    fn blobs_all(&self) -> Result<Vec<(Digest, BlobRecord)>>;
+
+    /// Forgets a manifest: record first (no new hit can start), then its bytes and its
+    /// subject link. Tags that resolved to it go with `remove_tags_resolving_to`.
+    fn remove_manifest(&self, d: &Digest) -> Result<()>;
+
+    /// Removes every tag record that resolved to one of `gone`, in one pass. Returns how many.
+    fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize>;
+
+    // === policy facts ===
+    fn context(&self, upstream: &str, repo: &str, d: &Digest) -> Result<Option<Context>>;
+
+    /// Records a context, unless the same one is there already (this runs on every serve).
+    fn put_context(&self, upstream: &str, repo: &str, d: &Digest, c: &Context) -> Result<()>;
+
+    fn is_blob_allowed(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool>;
+
+    fn allow_blob(&self, upstream: &str, repo: &str, d: &Digest) -> Result<()>;
+
+    // === links ===
+    /// Whether the repository is known to hold this digest (blob or manifest).
+    fn is_linked(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool>;
+
+    /// Records that the repository holds these digests.
+    fn link(&self, upstream: &str, repo: &str, digests: &[&Digest]) -> Result<()>;
+
+    // === tags ===
+    fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>>;
+
+    fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()>;
+
+    /// Forgets what a tag resolved to for one Accept class only.
+    fn remove_tag_class(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<()>;
+
+    fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()>;
+
+    /// Changes with every tag or manifest record that appears or goes.
+    fn names_generation(&self) -> u64;
+
+    /// Every tag record.
+    fn tags_all(&self) -> Result<Vec<TagEntry>>;
+
+    /// The records of one tag under every Accept class.
+    fn tag_classes(&self, upstream: &str, repo: &str, tag: &str) -> Result<Vec<(String, TagRecord)>>;
+
+    /// Tags of a repository that have been resolved through this cache.
+    fn known_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>>;
+
+    fn tag_list(&self, upstream: &str, repo: &str) -> Result<Option<TagList>>;
+
+    fn put_tag_list(&self, upstream: &str, repo: &str, list: &TagList) -> Result<()>;
+
+    // === referrers ===
+    fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>>;
+
+    fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()>;
+
+    // === access tracking ===
+    /// Notes a hit in memory; `flush_access` writes the totals.
+    fn touch(&self, d: &Digest);
+
+    fn flush_access(&self) -> Result<()>;
+
+    /// `flush_access`, then everything written made durable. Blocking.
+    fn flush(&self) -> Result<()>;
+}
+
+impl MetaStore for Index {
     // === blobs ===
 
-    pub fn blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
+    fn blob(&self, d: &Digest) -> Result<Option<BlobRecord>> {
         get(&self.blobs, d.to_string())
     }
 
-    pub fn put_blob(&self, d: &Digest, r: &BlobRecord) -> Result<()> {
+    fn put_blob(&self, d: &Digest, r: &BlobRecord) -> Result<()> {
         put(&self.blobs, d.to_string(), r)?;
         Ok(())
     }
 
-    /// Writes `r` unless the blob has a record already. Returns whether it wrote.
-    pub fn adopt_blob(&self, d: &Digest, r: &BlobRecord) -> Result<bool> {
+    fn adopt_blob(&self, d: &Digest, r: &BlobRecord) -> Result<bool> {
         let new = serde_json::to_vec(r)?;
         Ok(self
             .blobs
@@ -265,14 +384,12 @@ impl Index {
             .is_ok())
     }
 
-    pub fn remove_blob(&self, d: &Digest) -> Result<()> {
+    fn remove_blob(&self, d: &Digest) -> Result<()> {
         self.blobs.remove(d.to_string())?;
         Ok(())
     }
 
-    /// Every blob's recorded size, in digest order, in one scan, for reconciliation with
-    /// the files.
-    pub fn blob_sizes(&self) -> Result<Vec<(Digest, u64)>> {
+    fn blob_sizes(&self) -> Result<Vec<(Digest, u64)>> {
         /// Only the size is read: the rest of the record need not be decoded.
         #[derive(Deserialize)]
         struct Size {
@@ -290,9 +407,7 @@ impl Index {
         Ok(out)
     }
 
-    /// Remembers the media types a manifest gives its descriptors, and sets them on blobs
-    /// already cached; `media_type` reads them back for blobs cached later.
-    pub fn learn_media_types(&self, descriptors: &[Descriptor]) -> Result<()> {
+    fn learn_media_types(&self, descriptors: &[Descriptor]) -> Result<()> {
         for desc in descriptors {
             self.media_types
                 .insert(desc.digest.to_string(), desc.media_type.as_bytes())?;
@@ -306,8 +421,7 @@ impl Index {
         Ok(())
     }
 
-    /// The media type a manifest gave this digest, if any manifest seen did.
-    pub fn media_type(&self, d: &Digest) -> Result<Option<String>> {
+    fn media_type(&self, d: &Digest) -> Result<Option<String>> {
         Ok(self
             .media_types
             .get(d.to_string())?
@@ -316,7 +430,7 @@ impl Index {
 
     // === manifests ===
 
-    pub fn manifest(&self, d: &Digest) -> Result<Option<(ManifestRecord, bytes::Bytes)>> {
+    fn manifest(&self, d: &Digest) -> Result<Option<(ManifestRecord, bytes::Bytes)>> {
         let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else {
             return Ok(None);
         };
@@ -326,16 +440,14 @@ impl Index {
         }
     }
 
-    pub fn has_manifest(&self, d: &Digest) -> Result<bool> {
+    fn has_manifest(&self, d: &Digest) -> Result<bool> {
         Ok(self.manifests.contains_key(d.to_string())?)
     }
 
-    /// Bytes first, then the record: a record is never visible without its bytes. The
-    /// record's repository holds the manifest and what it references: both are linked.
-    pub fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
+    fn put_manifest(&self, d: &Digest, r: &ManifestRecord, bytes: &[u8]) -> Result<()> {
         self.manifest_bytes.insert(d.to_string(), bytes)?;
         if !r.upstream.is_empty() {
-            self.link(&r.upstream, &r.repository, std::iter::once(d).chain(&r.references))?;
+            self.link(&r.upstream, &r.repository, &linked(d, &r.references))?;
         }
         if put(&self.manifests, d.to_string(), r)? {
             self.names_changed();
@@ -347,8 +459,7 @@ impl Index {
         Ok(())
     }
 
-    /// Referrers of `subject` that are cached locally.
-    pub fn local_referrers(&self, subject: &Digest) -> Result<Vec<Digest>> {
+    fn local_referrers(&self, subject: &Digest) -> Result<Vec<Digest>> {
         let prefix = key(&[&subject.to_string(), ""]);
         let mut out = Vec::new();
         for k in self.subjects.scan_prefix(&prefix).keys() {
@@ -363,19 +474,15 @@ impl Index {
         Ok(out)
     }
 
-    /// Every manifest record, for the sweeper.
-    pub fn manifests_all(&self) -> Result<Vec<(Digest, ManifestRecord)>> {
+    fn manifests_all(&self) -> Result<Vec<(Digest, ManifestRecord)>> {
         scan(&self.manifests)
     }
 
-    /// Every blob record, for the sweeper.
-    pub fn blobs_all(&self) -> Result<Vec<(Digest, BlobRecord)>> {
+    fn blobs_all(&self) -> Result<Vec<(Digest, BlobRecord)>> {
         scan(&self.blobs)
     }
 
-    /// Forgets a manifest: record first (no new hit can start), then its bytes and its
-    /// subject link. Tags that resolved to it go with `remove_tags_resolving_to`.
-    pub fn remove_manifest(&self, d: &Digest) -> Result<()> {
+    fn remove_manifest(&self, d: &Digest) -> Result<()> {
         let Some(rec) = get::<ManifestRecord>(&self.manifests, d.to_string())? else {
             return Ok(());
         };
@@ -388,8 +495,7 @@ impl Index {
         Ok(())
     }
 
-    /// Removes every tag record that resolved to one of `gone`, in one pass. Returns how many.
-    pub fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize> {
+    fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize> {
         let mut n = 0;
         for kv in self.tags.iter() {
             let (k, v) = kv?;
@@ -406,12 +512,11 @@ impl Index {
 
     // === policy facts ===
 
-    pub fn context(&self, upstream: &str, repo: &str, d: &Digest) -> Result<Option<Context>> {
+    fn context(&self, upstream: &str, repo: &str, d: &Digest) -> Result<Option<Context>> {
         get(&self.contexts, key(&[upstream, repo, &d.to_string()]))
     }
 
-    /// Records a context, unless the same one is there already (this runs on every serve).
-    pub fn put_context(&self, upstream: &str, repo: &str, d: &Digest, c: &Context) -> Result<()> {
+    fn put_context(&self, upstream: &str, repo: &str, d: &Digest, c: &Context) -> Result<()> {
         let k = key(&[upstream, repo, &d.to_string()]);
         if get::<Context>(&self.contexts, &k)?.as_ref() != Some(c) {
             put(&self.contexts, k, c)?;
@@ -419,13 +524,13 @@ impl Index {
         Ok(())
     }
 
-    pub fn is_blob_allowed(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
+    fn is_blob_allowed(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
         Ok(self
             .allowed_blobs
             .contains_key(key(&[upstream, repo, &d.to_string()]))?)
     }
 
-    pub fn allow_blob(&self, upstream: &str, repo: &str, d: &Digest) -> Result<()> {
+    fn allow_blob(&self, upstream: &str, repo: &str, d: &Digest) -> Result<()> {
         let k = key(&[upstream, repo, &d.to_string()]);
         if !self.allowed_blobs.contains_key(&k)? {
             self.allowed_blobs.insert(k, &[])?;
@@ -435,13 +540,11 @@ impl Index {
 
     // === links ===
 
-    /// Whether the repository is known to hold this digest (blob or manifest).
-    pub fn is_linked(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
+    fn is_linked(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
         Ok(self.links.contains_key(key(&[upstream, repo, &d.to_string()]))?)
     }
 
-    /// Records that the repository holds these digests.
-    pub fn link<'a>(&self, upstream: &str, repo: &str, digests: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
+    fn link(&self, upstream: &str, repo: &str, digests: &[&Digest]) -> Result<()> {
         for d in digests {
             let k = key(&[upstream, repo, &d.to_string()]);
             if !self.links.contains_key(&k)? {
@@ -453,26 +556,25 @@ impl Index {
 
     // === tags ===
 
-    pub fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
+    fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
         get(&self.tags, key(&[upstream, repo, tag, class]))
     }
 
-    pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
+    fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
         if put(&self.tags, key(&[upstream, repo, tag, class]), r)? {
             self.names_changed();
         }
         Ok(())
     }
 
-    /// Forgets what a tag resolved to for one Accept class only.
-    pub fn remove_tag_class(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<()> {
+    fn remove_tag_class(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<()> {
         if self.tags.remove(key(&[upstream, repo, tag, class]))?.is_some() {
             self.names_changed();
         }
         Ok(())
     }
 
-    pub fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()> {
+    fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()> {
         let prefix = key(&[upstream, repo, tag, ""]);
         for k in self.tags.scan_prefix(prefix).keys() {
             self.tags.remove(k?)?;
@@ -481,17 +583,11 @@ impl Index {
         Ok(())
     }
 
-    fn names_changed(&self) {
-        self.names_changed.fetch_add(1, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Changes with every tag or manifest record that appears or goes.
-    pub fn names_generation(&self) -> u64 {
+    fn names_generation(&self) -> u64 {
         self.names_changed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Every tag record.
-    pub fn tags_all(&self) -> Result<Vec<TagEntry>> {
+    fn tags_all(&self) -> Result<Vec<TagEntry>> {
         let mut out = Vec::new();
         for kv in self.tags.iter() {
             let (k, v) = kv?;
@@ -512,8 +608,7 @@ impl Index {
         Ok(out)
     }
 
-    /// The records of one tag under every Accept class.
-    pub fn tag_classes(&self, upstream: &str, repo: &str, tag: &str) -> Result<Vec<(String, TagRecord)>> {
+    fn tag_classes(&self, upstream: &str, repo: &str, tag: &str) -> Result<Vec<(String, TagRecord)>> {
         let prefix = key(&[upstream, repo, tag, ""]);
         let mut out = Vec::new();
         for kv in self.tags.scan_prefix(&prefix) {
@@ -526,8 +621,7 @@ impl Index {
         Ok(out)
     }
 
-    /// Tags of a repository that have been resolved through this cache.
-    pub fn known_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>> {
+    fn known_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>> {
         let prefix = key(&[upstream, repo, ""]);
         let mut out = Vec::new();
         for k in self.tags.scan_prefix(&prefix).keys() {
@@ -542,37 +636,36 @@ impl Index {
         Ok(out)
     }
 
-    pub fn tag_list(&self, upstream: &str, repo: &str) -> Result<Option<TagList>> {
+    fn tag_list(&self, upstream: &str, repo: &str) -> Result<Option<TagList>> {
         get(&self.tag_lists, key(&[upstream, repo]))
     }
 
-    pub fn put_tag_list(&self, upstream: &str, repo: &str, list: &TagList) -> Result<()> {
+    fn put_tag_list(&self, upstream: &str, repo: &str, list: &TagList) -> Result<()> {
         put(&self.tag_lists, key(&[upstream, repo]), list)?;
         Ok(())
     }
 
     // === referrers ===
 
-    pub fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>> {
+    fn referrers(&self, upstream: &str, repo: &str, subject: &Digest) -> Result<Option<ReferrerList>> {
         get(&self.referrers, key(&[upstream, repo, &subject.to_string()]))
     }
 
-    pub fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
+    fn put_referrers(&self, upstream: &str, repo: &str, subject: &Digest, list: &ReferrerList) -> Result<()> {
         put(&self.referrers, key(&[upstream, repo, &subject.to_string()]), list)?;
         Ok(())
     }
 
     // === access tracking ===
 
-    /// Notes a hit in memory; `flush_access` writes the totals.
-    pub fn touch(&self, d: &Digest) {
+    fn touch(&self, d: &Digest) {
         let mut map = self.access.locked();
         let e = map.entry(d.clone()).or_insert((0, 0));
         e.0 += 1;
         e.1 = now_ms();
     }
 
-    pub fn flush_access(&self) -> Result<()> {
+    fn flush_access(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.access.locked());
         for (d, (hits, last)) in pending {
             if let Some(mut r) = self.blob(&d)? {
@@ -588,9 +681,9 @@ impl Index {
         Ok(())
     }
 
-    pub async fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         self.flush_access()?;
-        self.db.flush_async().await?;
+        self.db.flush()?;
         Ok(())
     }
 }

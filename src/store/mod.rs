@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use blobs::BlobStore;
-pub use index::Index;
+pub use index::{Index, MetaStore};
 
 use crate::error::{Error, Result};
 
 pub struct Store {
     pub blobs: std::sync::Arc<dyn BlobStore>,
-    pub index: Index,
+    pub index: std::sync::Arc<dyn MetaStore>,
 }
 
 /// What reconciliation found, for the log line.
@@ -45,7 +45,7 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed interrupted downloads");
         }
-        let index = Index::open(&data_dir.join("index"))?;
+        let index = std::sync::Arc::new(Index::open(&data_dir.join("index"))?);
         Ok(Store { blobs, index })
     }
 
@@ -141,7 +141,7 @@ mod tests {
             store.index.put_blob(&ghost, &rec(5)).unwrap();
             let half = store.blobs.ingest(&ghost).unwrap();
             std::mem::forget(half);
-            store.index.flush().await.unwrap();
+            store.index.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
