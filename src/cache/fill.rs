@@ -141,7 +141,7 @@ impl Cache {
         repo: &str,
         digest: &Digest,
     ) -> Option<(Arc<Fill>, bool)> {
-        let mut fills = self.fills.locked();
+        let mut fills = self.blobs.fills.locked();
         if let Some(f) = fills.get(digest) {
             return Some((f.clone(), true));
         }
@@ -187,7 +187,7 @@ impl Cache {
 
     /// Removes this fill from the table, unless a newer fill of the digest took its place.
     fn forget_fill(&self, fill: &Arc<Fill>) {
-        let mut fills = self.fills.locked();
+        let mut fills = self.blobs.fills.locked();
         if fills.get(&fill.digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             fills.remove(&fill.digest);
         }
@@ -200,10 +200,9 @@ impl Cache {
         self.store.index.link(up.name(), &fill.repo, &[&fill.digest])?;
         // Make room early when this download will take the cache past the high watermark;
         // the commit checks again once the bytes are in.
-        if let (Some(high), Some(size)) = (self.settings.retention.limits.high_bytes(), total) {
-            if self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed) + size > high {
-                self.sweep_now.notify_one();
-            }
+        let high = self.settings.retention.limits.high_bytes();
+        if let Some(size) = total {
+            self.retention.wake_if_over(self.retention.stored() + size, high);
         }
         let ingest = self.store.blobs.ingest(&fill.digest)?;
         fill.publish(|s| {
@@ -253,16 +252,8 @@ impl Cache {
             .map_err(Error::internal)??;
         let record = BlobRecord::fresh(size, self.store.index.media_type(&fill.digest)?, up.name().to_owned());
         self.store.index.put_blob(&fill.digest, &record)?;
-        let stored = self.stored_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
-        if self
-            .settings
-            .retention
-            .limits
-            .high_bytes()
-            .is_some_and(|high| stored > high)
-        {
-            self.sweep_now.notify_one();
-        }
+        let stored = self.retention.add(size);
+        self.retention.wake_if_over(stored, high);
         Ok(size)
     }
 }

@@ -35,6 +35,7 @@ impl Cache {
         let key = format!("{what:?}\0{}\0{}\0{d}", t.upstream.name(), t.repo);
         let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
         let (held, _) = self
+            .blobs
             .links
             .run(key, async move { this.ask_upstream(&t2, &d2, what).await })
             .await;

@@ -76,7 +76,11 @@ impl Cache {
         }
         let key = format!("{up}\0{}", t.repo);
         let (this, t2) = (self.clone(), t.clone());
-        let (result, joined) = self.tag_lists.run(key, async move { this.fetch_tags(&t2).await }).await;
+        let (result, joined) = self
+            .tags
+            .tag_lists
+            .run(key, async move { this.fetch_tags(&t2).await })
+            .await;
         match result {
             Ok(a) => Ok(ListAnswer {
                 outcome: a.outcome.joined(joined),
@@ -125,7 +129,7 @@ impl Cache {
     pub async fn catalog(self: &Arc<Self>) -> Result<Arc<Vec<String>>> {
         // One computation at a time, reused until a tag or manifest record appears or goes:
         // a client asking for the catalog in a loop costs one scan, not one per request.
-        let mut cached = self.catalog.lock().await;
+        let mut cached = self.tags.catalog.lock().await;
         let generation = self.store.index.names_generation();
         if let Some((_, names)) = cached.as_ref().filter(|(at, _)| *at == generation) {
             return Ok(names.clone());
@@ -181,6 +185,7 @@ impl Cache {
         let key = format!("{up}\0{}\0{subject}", t.repo);
         let (this, t2, s2) = (self.clone(), t.clone(), subject.clone());
         let (result, joined) = self
+            .tags
             .referrers
             .run(key, async move { this.fetch_referrers(&t2, &s2).await })
             .await;

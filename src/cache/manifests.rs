@@ -53,7 +53,7 @@ impl Cache {
     /// checked against its digest (a manifest that no longer matches is quarantined and
     /// fetched again).
     fn cached_manifest(&self, d: &Digest) -> Result<Option<Manifest>> {
-        if let Some(m) = self.hot.get(d) {
+        if let Some(m) = self.tags.hot.get(d) {
             return Ok(Some(m));
         }
         let Some((rec, bytes)) = self.store.index.manifest(d)? else {
@@ -63,15 +63,13 @@ impl Cache {
             self.quarantine_manifest(d, found, &bytes)?;
             return Ok(None);
         }
-        let found = Some(Manifest {
+        let m = Manifest {
             digest: d.clone(),
             media_type: rec.media_type,
             bytes,
-        });
-        if let Some(m) = &found {
-            self.hot.put(m.clone());
-        }
-        Ok(found)
+        };
+        self.tags.hot.put(m.clone());
+        Ok(Some(m))
     }
 
     pub async fn manifest_by_digest(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
@@ -137,6 +135,7 @@ impl Cache {
         let key = format!("m\0{}\0{}\0{d}", t.upstream.name(), t.repo);
         let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
         let (result, joined) = self
+            .tags
             .manifests
             .run(key, async move {
                 let m = this
@@ -161,6 +160,7 @@ impl Cache {
         let key = format!("t\0{}\0{}\0{tag}\0{}", t.upstream.name(), t.repo, class.key());
         let (this, t2, tag2) = (self.clone(), t.clone(), tag.to_owned());
         let (result, joined) = self
+            .tags
             .manifests
             .run(key, async move { this.resolve_tag(&t2, &tag2, class).await })
             .await;
@@ -353,7 +353,7 @@ impl Cache {
     }
 
     fn is_absent(&self, t: &Target, tag: &str) -> bool {
-        let mut absent = self.absent_tags.locked();
+        let mut absent = self.tags.absent_tags.locked();
         let key = Cache::absent_key(t, tag);
         match absent.get(&key) {
             Some(until) if *until > self.clock.now_ms() => true,
@@ -367,7 +367,7 @@ impl Cache {
 
     fn forget_tag(&self, t: &Target, tag: &str) -> Result<()> {
         self.store.index.remove_tag(t.upstream.name(), &t.repo, tag)?;
-        let mut absent = self.absent_tags.locked();
+        let mut absent = self.tags.absent_tags.locked();
         let now = self.clock.now_ms();
         if absent.len() > 100_000 {
             absent.retain(|_, until| *until > now);

@@ -108,23 +108,47 @@ pub struct Gauges {
     pub class_bytes: Vec<(String, u64)>,
 }
 
+/// The cache: one face, in parts. Each part's state is reached by the files that own that
+/// part (`fill`/`follow`/`links`: blobs; `manifests`/`lists`: tags; `sweep`/`scrub`:
+/// retention), and by nothing outside the cache.
 pub struct Cache {
     pub store: Store,
     /// Where TTLs, staleness, the negative cache and retention read the time.
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    blobs: BlobState,
+    tags: TagState,
+    retention: RetentionState,
+}
+
+/// Blobs: downloads in progress, transfers being served, repository links being asked.
+#[derive(Default)]
+struct BlobState {
     fills: Mutex<HashMap<Digest, Arc<fill::Fill>>>,
+    serving: Arc<sweep::ServingSet>,
+    /// Upstream `HEAD`s asking whether a repository holds a stored digest.
+    links: Arc<flight::Flights<bool>>,
+}
+
+/// Manifests, tags and lists: their single flights, what the upstream said is absent, the
+/// manifests served lately, the catalog.
+#[derive(Default)]
+struct TagState {
     manifests: Arc<flight::Flights<ManifestAnswer>>,
     tag_lists: Arc<flight::Flights<ListAnswer<Vec<String>>>>,
     referrers: Arc<flight::Flights<ListAnswer<Vec<crate::oci::manifest::Descriptor>>>>,
-    /// Upstream `HEAD`s asking whether a repository holds a stored digest.
-    links: Arc<flight::Flights<bool>>,
     /// Tags the upstream said do not exist, until when to believe it (clock milliseconds).
     absent_tags: Mutex<HashMap<String, u64>>,
-    serving: Arc<sweep::ServingSet>,
     /// Manifests served lately, so that a warm hit reads no index record.
     hot: HotManifests,
-    pub metrics: Arc<Metrics>,
+    /// The last catalog computed, and the index's names generation it was computed at.
+    catalog: tokio::sync::Mutex<Option<(u64, Arc<Vec<String>>)>>,
+}
+
+/// Retention: what is stored, by class, whether the records can be trusted yet, and the
+/// sweeper's early wake-up.
+struct RetentionState {
     /// Bytes per retention class as of the last sweep, for the metrics.
     class_bytes: Mutex<Vec<(String, u64)>>,
     /// Blob bytes on disk, kept up to date by fills and sweeps.
@@ -132,11 +156,39 @@ pub struct Cache {
     /// Wakes the sweeper before its interval: a fill is taking the cache past the high
     /// watermark.
     sweep_now: tokio::sync::Notify,
-    /// The last catalog computed, and the index's names generation it was computed at.
-    catalog: tokio::sync::Mutex<Option<(u64, Arc<Vec<String>>)>>,
     /// Whether files and records have been reconciled since start-up. Until then the records
     /// may be incomplete, so nothing is evicted on their word.
     reconciled: tokio::sync::watch::Sender<bool>,
+}
+
+impl RetentionState {
+    /// Blob bytes on disk, as counted.
+    fn stored(&self) -> u64 {
+        self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts bytes stored; returns the new total.
+    fn add(&self, bytes: u64) -> u64 {
+        self.stored_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes
+    }
+
+    /// Takes bytes off the count (saturating: reconcile may not have counted them yet).
+    fn take(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = (self.stored_bytes).fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(bytes)));
+    }
+
+    /// Replaces the count with one taken from the records.
+    fn recount(&self, bytes: u64) {
+        self.stored_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wakes the sweeper before its interval when `bytes` would cross the high watermark.
+    fn wake_if_over(&self, bytes: u64, high: Option<u64>) {
+        if high.is_some_and(|high| bytes > high) {
+            self.sweep_now.notify_one();
+        }
+    }
 }
 
 /// A blob ready to be streamed.
@@ -158,23 +210,18 @@ impl BlobSource {
 impl Cache {
     pub fn new(store: Store, settings: Settings, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Cache {
         Cache {
-            clock,
-            metrics,
-            class_bytes: Mutex::default(),
-            serving: Arc::default(),
-            hot: HotManifests::default(),
-            stored_bytes: AtomicU64::default(),
-            sweep_now: tokio::sync::Notify::new(),
-            reconciled: tokio::sync::watch::Sender::new(false),
-            catalog: tokio::sync::Mutex::default(),
             store,
+            clock,
             settings,
-            fills: Mutex::default(),
-            manifests: Arc::default(),
-            tag_lists: Arc::default(),
-            referrers: Arc::default(),
-            links: Arc::default(),
-            absent_tags: Mutex::default(),
+            metrics,
+            blobs: BlobState::default(),
+            tags: TagState::default(),
+            retention: RetentionState {
+                class_bytes: Mutex::default(),
+                stored_bytes: AtomicU64::default(),
+                sweep_now: tokio::sync::Notify::new(),
+                reconciled: tokio::sync::watch::Sender::new(false),
+            },
         }
     }
 
@@ -185,18 +232,17 @@ impl Cache {
         }
         let found = self.store.reconcile()?;
         // Fills that committed during the walk may be counted twice; the next sweep recounts.
-        self.stored_bytes
-            .fetch_add(found.bytes, std::sync::atomic::Ordering::Relaxed);
-        self.reconciled.send_replace(true);
+        self.retention.add(found.bytes);
+        self.retention.reconciled.send_replace(true);
         Ok(())
     }
 
     pub fn is_reconciled(&self) -> bool {
-        *self.reconciled.borrow()
+        *self.retention.reconciled.borrow()
     }
 
     pub async fn wait_reconciled(&self) {
-        let _ = self.reconciled.subscribe().wait_for(|done| *done).await;
+        let _ = self.retention.reconciled.subscribe().wait_for(|done| *done).await;
     }
 
     async fn committed_blob(&self, d: &Digest) -> Result<Option<BlobSource>> {
@@ -210,7 +256,7 @@ impl Cache {
     /// that a sweep does not evict it meanwhile.
     pub async fn blob(self: &Arc<Self>, t: &Target, d: &Digest) -> Result<(BlobSource, Outcome, sweep::Serving)> {
         self.admit_blob(t, d)?;
-        let serving = self.serving.enter(d, &self.metrics);
+        let serving = self.blobs.serving.enter(d, &self.metrics);
         let (source, outcome) = self.find_blob(t, d).await?;
         Ok((source, outcome, serving))
     }
@@ -307,7 +353,7 @@ impl Cache {
         if self.settings.offline {
             return Err(Error::BlobUnknown);
         }
-        let in_flight = self.fills.locked().get(d).cloned();
+        let in_flight = self.blobs.fills.locked().get(d).cloned();
         if let Some(fill) = in_flight {
             let other_origin = fill.upstream != t.upstream.name() || fill.repo != t.repo;
             if other_origin && !self.holds(t, d, Content::Blob).await? {
@@ -339,22 +385,22 @@ impl Cache {
     /// What the metrics read now rather than count.
     pub fn gauges(&self) -> Gauges {
         Gauges {
-            transfers: self.serving.transfers(),
-            fills: self.fills.locked().len(),
-            stored_bytes: self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            transfers: self.blobs.serving.transfers(),
+            fills: self.blobs.fills.locked().len(),
+            stored_bytes: self.retention.stored(),
             reconciled: self.is_reconciled(),
-            class_bytes: self.class_bytes.locked().clone(),
+            class_bytes: self.retention.class_bytes.locked().clone(),
         }
     }
 
     /// Refreshes the per-class byte counts the metrics show.
     pub(crate) fn set_class_bytes(&self, by_class: Vec<(String, u64)>) {
-        *self.class_bytes.locked() = by_class;
+        *self.retention.class_bytes.locked() = by_class;
     }
 
     /// Counts blobs stored by other means than a fill (an import into a running server).
     pub fn count_stored(&self, bytes: u64) {
-        self.stored_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.retention.add(bytes);
     }
 
     /// Policy decisions since start, by rule: (allowed, denied).
@@ -376,7 +422,7 @@ impl Cache {
     /// Completes when a fill asks for a sweep before its interval (the store is crossing
     /// its high watermark).
     pub async fn sweep_requested(&self) {
-        self.sweep_now.notified().await;
+        self.retention.sweep_now.notified().await;
     }
 
     /// Writes the hit counters gathered in memory to the index, and makes the index

@@ -9,7 +9,6 @@
 //! fetches it again from the upstream), logged and counted. Manifests are small: they are
 //! also checked whenever they are read from the index (`Cache::cached_manifest`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,9 +134,7 @@ impl Cache {
     fn quarantine_blob(&self, d: &Digest, found: Digest, size: u64) -> Result<Corrupt> {
         let moved_to = self.store.blobs.quarantine(d)?;
         self.store.index.remove_blob(d)?;
-        // Saturating: reconcile may not have counted this file yet.
-        let _ =
-            (self.stored_bytes).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(size)));
+        self.retention.take(size);
         Ok(self.found_corrupt(d, "blob", found, moved_to))
     }
 
@@ -145,7 +142,7 @@ impl Cache {
     pub(super) fn quarantine_manifest(&self, d: &Digest, found: Digest, bytes: &[u8]) -> Result<Corrupt> {
         let moved_to = self.store.blobs.quarantine_bytes(d, ".manifest", bytes)?;
         self.store.index.remove_manifest(d)?;
-        self.hot.clear();
+        self.tags.hot.clear();
         Ok(self.found_corrupt(d, "manifest", found, moved_to))
     }
 

@@ -5,7 +5,6 @@
 //! checked again right before its file would be removed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::Cache;
@@ -133,7 +132,7 @@ impl Cache {
             now: self.clock.now_ms(),
             manifests,
             blobs,
-            serving: self.serving.all(),
+            serving: self.blobs.serving.all(),
         })
     }
 
@@ -149,8 +148,7 @@ impl Cache {
                 this.evict(&plan)?;
                 let snap = this.snapshot()?;
                 // Recounted from the records: corrects what increments and decrements missed.
-                this.stored_bytes
-                    .store(snap.blobs.iter().map(|b| b.size).sum(), Ordering::Relaxed);
+                this.retention.recount(snap.blobs.iter().map(|b| b.size).sum());
                 let after = usage(&r.classes, &snap);
                 this.set_class_bytes(after.by_class.into_iter().map(|(c, u)| (c, u.bytes)).collect());
             }
@@ -176,11 +174,11 @@ impl Cache {
             index.remove_tags_resolving_to(&gone)?
         };
         if !gone.is_empty() {
-            self.hot.clear();
+            self.tags.hot.clear();
         }
         let mut freed = 0;
         for e in plan.evictions.iter().filter(|e| e.kind == Kind::Blob) {
-            if self.serving.contains(&e.digest) {
+            if self.blobs.serving.contains(&e.digest) {
                 tracing::info!(digest = %e.digest, "not evicting a blob being served");
                 continue;
             }
@@ -191,9 +189,7 @@ impl Cache {
             self.metrics.evicted_bytes.add(&[("class", &e.class)], e.size);
             tracing::info!(digest = %e.digest, class = %e.class, reason = %e.reason, size = e.size, "evicted blob");
         }
-        let _ = self
-            .stored_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+        self.retention.take(freed);
         if !plan.evictions.is_empty() {
             tracing::info!(evicted = plan.evictions.len(), tags, freed_bytes = freed, "sweep done");
         }
