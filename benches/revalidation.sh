@@ -40,16 +40,19 @@ read -r ld ls < <(push_blob "$work/layer.bin")
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' "$cd" "$cs" "$ld" "$ls" >"$work/manifest.json"
 curl -fs -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$work/manifest.json" "http://$reg/v2/bench/app/manifests/v1" >/dev/null
 
+# Starts an entrepot and sets `addr` to its address. Not called as $(...): a subshell's
+# PIDs would never reach the exit trap, and the entrepot would outlive the bench.
 start_entrepot() { # name, extra config
-  local addr=127.0.0.1:$(port)
+  addr=127.0.0.1:$(port)
   printf 'listen = "%s"\ndata_dir = "%s/%s-data"\n%s\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$1" "$2" "$reg" >"$work/$1.toml"
   "$bin" serve --config "$work/$1.toml" >/dev/null 2>&1 &
   pids+=($!)
   wait_up "$addr"
-  echo "$addr"
 }
-a=$(start_entrepot default "")
-b=$(start_entrepot ttl5m 'tag_ttl = "5m"')
+start_entrepot default ""
+a=$addr
+start_entrepot ttl5m 'tag_ttl = "5m"'
+b=$addr
 accept='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json'
 for addr in "$a" "$b"; do curl -fs -H "$accept" "http://$addr/v2/bench/app/manifests/v1" >/dev/null; done
 
