@@ -2,14 +2,19 @@
 //! hashed, and followed by every client that wants the blob meanwhile.
 //!
 //! The fill is a task owned by the cache, not by a request: a client that hangs up does not
-//! cancel it. Its progress is published on a `watch` channel; followers read the ingest file
-//! up to the published byte count, so memory stays bounded whatever the number of clients,
-//! late joiners start at byte 0, and a slow client slows no one.
+//! cancel it. Its progress is published on a `watch` channel with the batch of bytes last
+//! written: a follower that keeps up takes its bytes from that batch, in memory; one that
+//! falls behind (or joins late) reads the ingest file up to the published byte count. So
+//! memory stays bounded whatever the number of clients, and a slow client slows no one.
+//!
+//! The bytes are copied once in user space's sight: by the kernel into hyper's read
+//! buffer. The frames hyper cuts from it travel as they are (shared `Bytes`) to the
+//! writer, the hasher and the followers' sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
@@ -24,12 +29,68 @@ use crate::upstream::{BlobBody, Upstream};
 
 use super::Cache;
 
-/// Bytes gathered from the upstream before they are written and published.
-const WRITE_CHUNK: usize = 256 * 1024;
-/// Chunks in flight between the network and the disk side of a fill.
-const WRITE_QUEUE: usize = 4;
+/// Bytes gathered from the upstream before they are handed on: each hand-off wakes a
+/// thread, so a large batch keeps a GiB to a thousand of them.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches in flight between the network and the disk side of a fill.
+const WRITE_QUEUE: usize = 2;
+/// Batches written last that followers may still read from memory: the one just published
+/// and the one before it, which a follower keeping up may be halfway through.
+const RECENT_BATCHES: usize = 2;
 /// A slow upstream's bytes are published at least this often, so followers keep moving.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+/// The last `RECENT_BATCHES` batches written, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Recent([Option<Batch>; RECENT_BATCHES]);
+
+impl Recent {
+    fn push(&mut self, batch: Batch) {
+        self.0.rotate_right(1);
+        self.0[0] = Some(batch);
+    }
+
+    /// The bytes at `pos`, up to `limit`, when a recent batch holds them (see [`Batch::slice`]).
+    pub fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        self.0.iter().flatten().find_map(|b| b.slice(pos, limit))
+    }
+}
+
+/// A run of the upstream's bytes starting at byte `at`: the frames as hyper cut them.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    at: u64,
+    parts: Arc<[Bytes]>,
+}
+
+impl Batch {
+    fn new(at: u64, parts: Vec<Bytes>) -> Batch {
+        Batch {
+            at,
+            parts: parts.into(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// The bytes from `pos` to the end of the frame that holds it, no further than
+    /// `limit`; `None` when this batch does not hold `pos`. Shared, not copied.
+    pub fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let mut start = self.at;
+        for part in self.parts.iter() {
+            let end = start + part.len() as u64;
+            if (start..end).contains(&pos) && pos < limit {
+                let from = (pos - start) as usize;
+                let to = (end.min(limit) - start) as usize;
+                return Some(part.slice(from..to));
+            }
+            start = end;
+        }
+        None
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Phase {
@@ -52,6 +113,8 @@ pub struct FillState {
     /// Every byte is written and matches the digest: followers may finish before the fsync
     /// and rename that make it `Committed`.
     pub verified: bool,
+    /// The batches written last: a follower that keeps up reads them here, not from the file.
+    pub recent: Recent,
 }
 
 pub struct Fill {
@@ -156,6 +219,7 @@ impl Cache {
             written: 0,
             reader: None,
             verified: false,
+            recent: Recent::default(),
         };
         let fill = Arc::new(Fill {
             digest: digest.clone(),
@@ -211,7 +275,7 @@ impl Cache {
             s.reader = Some(ingest.reader());
         });
         // Three stages run side by side: the network side reads, one blocking thread writes
-        // and publishes, another hashes the same chunks. A few chunks are in flight between
+        // and publishes, another hashes the same batches. A few batches are in flight between
         // them, so memory stays bounded and no stage waits on another's work.
         let (to_writer, rx) = mpsc::channel(WRITE_QUEUE);
         let writer = tokio::task::spawn_blocking({
@@ -258,24 +322,31 @@ impl Cache {
     }
 }
 
-/// The disk side of a fill, on the blocking pool: hash and write each chunk, then publish it.
-fn write_chunks(mut ingest: Ingest, mut rx: mpsc::Receiver<Bytes>, fill: &Fill) -> std::io::Result<Ingest> {
-    while let Some(chunk) = rx.blocking_recv() {
-        if let Err(e) = ingest.write(&chunk) {
-            ingest.abort();
-            return Err(e);
+/// The disk side of a fill, on the blocking pool: write each batch, then publish it.
+fn write_chunks(mut ingest: Ingest, mut rx: mpsc::Receiver<Batch>, fill: &Fill) -> std::io::Result<Ingest> {
+    while let Some(batch) = rx.blocking_recv() {
+        for part in batch.parts.iter() {
+            if let Err(e) = ingest.write(part) {
+                ingest.abort();
+                return Err(e);
+            }
         }
         let written = ingest.written();
-        fill.publish(|s| s.written = written);
+        fill.publish(|s| {
+            s.written = written;
+            s.recent.push(batch);
+        });
     }
     Ok(ingest)
 }
 
 /// The hashing side of a fill, on the blocking pool.
-fn hash_chunks(algorithm: Algorithm, mut rx: mpsc::Receiver<Bytes>) -> Digest {
+fn hash_chunks(algorithm: Algorithm, mut rx: mpsc::Receiver<Batch>) -> Digest {
     let mut hasher = Hasher::new(algorithm);
-    while let Some(chunk) = rx.blocking_recv() {
-        hasher.update(&chunk);
+    while let Some(batch) = rx.blocking_recv() {
+        for part in batch.parts.iter() {
+            hasher.update(part);
+        }
     }
     hasher.finish()
 }
@@ -293,7 +364,7 @@ const MAX_RESUMES: u32 = 3;
 /// after a minute without progress; the defaults keep this under 30 s).
 async fn read_resuming(
     mut body: Incoming,
-    stages: &[mpsc::Sender<Bytes>; 2],
+    stages: &[mpsc::Sender<Batch>; 2],
     total: Option<u64>,
     up: &Upstream,
     fill: &Fill,
@@ -324,37 +395,40 @@ enum Interrupted {
     Fatal(Error),
 }
 
-/// Hands a chunk to every stage (a `Bytes` clone shares the buffer).
-async fn pass(stages: &[mpsc::Sender<Bytes>; 2], chunk: Bytes) -> Result<(), Interrupted> {
+/// Hands the frames gathered so far, as one batch, to every stage (a clone shares them),
+/// and counts them in `seen`.
+async fn pass(stages: &[mpsc::Sender<Batch>; 2], parts: &mut Vec<Bytes>, seen: &mut u64) -> Result<(), Interrupted> {
+    let batch = Batch::new(*seen, std::mem::take(parts));
+    *seen += batch.len();
     for stage in stages {
         stage
-            .send(chunk.clone())
+            .send(batch.clone())
             .await
             .map_err(|_| Interrupted::Fatal(Error::internal("blob writer stopped")))?;
     }
     Ok(())
 }
 
-/// The network side of a fill: gathers the upstream's frames into chunks for the writer
+/// The network side of a fill: gathers the upstream's frames into batches for the writer
 /// and the hasher. A slow upstream's bytes are passed on at least every `PUBLISH_EVERY`.
 /// `seen` counts the bytes passed on, across resumptions.
 async fn read_upstream(
     mut body: Incoming,
-    stages: &[mpsc::Sender<Bytes>; 2],
+    stages: &[mpsc::Sender<Batch>; 2],
     total: Option<u64>,
     up: &Upstream,
     seen: &mut u64,
 ) -> Result<(), Interrupted> {
     let idle = up.config.idle_timeout;
-    let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut parts = Vec::new();
+    let mut gathered = 0;
     let mut pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
     let result = loop {
         let frame = tokio::select! {
             frame = tokio::time::timeout(idle, body.frame()) => frame,
-            _ = tokio::time::sleep_until(pass_at), if !buf.is_empty() => {
-                let chunk = buf.split().freeze();
-                *seen += chunk.len() as u64;
-                pass(stages, chunk).await?;
+            _ = tokio::time::sleep_until(pass_at), if !parts.is_empty() => {
+                pass(stages, &mut parts, seen).await?;
+                gathered = 0;
                 continue;
             }
         };
@@ -368,35 +442,72 @@ async fn read_upstream(
             Ok(Some(Err(e))) => break Err(Interrupted::Resumable(up.bad(format!("blob body: {e}")))),
             Ok(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
                 up.count_bytes(data.len());
-                if total.is_some_and(|t| *seen + (buf.len() + data.len()) as u64 > t) {
+                if total.is_some_and(|t| *seen + (gathered + data.len()) as u64 > t) {
                     return Err(Interrupted::Fatal(
                         up.bad(format!("blob body longer than its Content-Length {total:?}")),
                     ));
                 }
-                if buf.is_empty() {
+                if parts.is_empty() {
                     pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
                 }
-                buf.extend_from_slice(&data);
-                if buf.len() >= WRITE_CHUNK {
-                    let chunk = buf.split().freeze();
-                    *seen += chunk.len() as u64;
-                    pass(stages, chunk).await?;
-                    buf.reserve(WRITE_CHUNK);
+                gathered += data.len();
+                parts.push(data);
+                if gathered >= BATCH_BYTES {
+                    pass(stages, &mut parts, seen).await?;
+                    gathered = 0;
                 }
             }
         }
     };
     // What arrived before an interruption is good: keep it, and resume after it.
-    if !buf.is_empty() {
-        let chunk = buf.freeze();
-        *seen += chunk.len() as u64;
-        pass(stages, chunk).await?;
+    if !parts.is_empty() {
+        pass(stages, &mut parts, seen).await?;
     }
     match (result, total) {
         (Ok(()), Some(t)) if *seen < t => Err(Interrupted::Resumable(
             up.bad(format!("blob body ended at {} of {t} bytes", *seen)),
         )),
         (r, _) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(at: u64, parts: &[&'static [u8]]) -> Batch {
+        Batch::new(at, parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    #[test]
+    fn a_batch_hands_out_the_frame_holding_a_position_up_to_the_limit() {
+        let b = batch(10, &[b"abcd", b"efgh"]);
+        assert_eq!(b.len(), 8);
+        assert_eq!(b.slice(10, 100).unwrap(), &b"abcd"[..]);
+        assert_eq!(b.slice(12, 100).unwrap(), &b"cd"[..]);
+        assert_eq!(b.slice(14, 100).unwrap(), &b"efgh"[..]);
+        assert_eq!(b.slice(14, 16).unwrap(), &b"ef"[..], "the held-back tail stays back");
+        assert!(b.slice(16, 16).is_none(), "nothing at or past the limit");
+        assert!(b.slice(9, 100).is_none());
+        assert!(b.slice(18, 100).is_none());
+    }
+
+    #[test]
+    fn recent_keeps_the_last_two_batches() {
+        let mut r = Recent::default();
+        r.push(batch(0, &[b"ab"]));
+        r.push(batch(2, &[b"cd"]));
+        assert_eq!(r.slice(0, 10).unwrap(), &b"ab"[..]);
+        r.push(batch(4, &[b"ef"]));
+        assert!(
+            r.slice(0, 10).is_none(),
+            "the oldest is dropped: a follower that far behind reads the file"
+        );
+        assert_eq!(r.slice(3, 10).unwrap(), &b"d"[..]);
+        assert_eq!(r.slice(5, 10).unwrap(), &b"f"[..]);
     }
 }

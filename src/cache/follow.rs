@@ -1,5 +1,6 @@
 //! Streaming blob bytes to a client: from a committed file, or from a fill in progress by
-//! following its published progress. Each response has its own reader task and a channel
+//! following its published progress (from the batch in memory while it keeps up, from the
+//! file when it falls behind). Each response has its own reader task and a channel
 //! of two chunks, so a transfer holds at most a few hundred KiB whatever the blob size.
 
 use std::io;
@@ -27,8 +28,9 @@ fn chunks(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, Chunks) {
 
 /// Reads of a committed blob: large, for throughput (a transfer holds three at most).
 const COMMITTED_CHUNK: usize = 1 << 20;
-/// Reads behind a download in progress: smaller, to follow it closely.
-const FOLLOW_CHUNK: usize = 256 * 1024;
+/// Reads of the file behind a download in progress, by a follower that fell behind the
+/// batches in memory.
+const FOLLOW_CHUNK: usize = 1 << 20;
 const CHANNEL_CHUNKS: usize = 2;
 
 /// Streams `len` bytes of a committed blob from `start`. `serving` is held until the end.
@@ -104,9 +106,15 @@ async fn follow(
             state.written.saturating_sub(1)
         };
         let target = stop.map_or(readable, |s| s.min(readable));
+        let recent = state.recent.slice(pos, target);
         if let Some(blob) = state.reader.as_ref().filter(|_| pos < target) {
-            let want = FOLLOW_CHUNK.min(usize::try_from(target - pos).unwrap_or(FOLLOW_CHUNK));
-            let chunk = read_at(blob, pos, want).await?;
+            let chunk = match recent {
+                Some(bytes) => bytes,
+                None => {
+                    let want = FOLLOW_CHUNK.min(usize::try_from(target - pos).unwrap_or(FOLLOW_CHUNK));
+                    read_at(blob, pos, want).await?
+                }
+            };
             pos += chunk.len() as u64;
             serving.sent(chunk.len(), false);
             if tx.send(Ok(chunk)).await.is_err() {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The cold path, as a user at an edge site times it: one blob that is not cached yet, pulled
+# with curl through a fresh entrepot (its default settings: only addresses and paths set),
+# against the same blob pulled straight from the upstream (docker-registry), same run.
+# Reports wall time both ways, their ratio, and entrepot's CPU time per byte of the fill
+# (utime + stime from /proc, which does not count time spent waiting for a core).
+#
+#   cargo build --release && benches/cold.sh [MiB] [rounds]     # defaults: 512 MiB, 3 rounds
+#
+# Needs docker-registry and curl. Binds 127.0.0.1 only; stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MIB=${1:-512}
+ROUNDS=${2:-3}
+bin=${ENTREPOT_BIN:-target/release/entrepot}
+[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 100); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+reg=127.0.0.1:$(port)
+printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: %s\n' "$work" "$reg" >"$work/reg.yml"
+docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 &
+pids+=($!)
+reg_pid=$!
+wait_up "$reg"
+head -c $((MIB << 20)) /dev/urandom >"$work/blob"
+digest="sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)"
+bytes=$(stat -c %s "$work/blob")
+loc=$(curl -fsi -X POST "http://$reg/v2/bench/cold/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+case "$loc" in http*) ;; *) loc="http://$reg$loc" ;; esac
+curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$work/blob" "$loc&digest=$digest" >/dev/null
+rm "$work/blob"
+direct="http://$reg/v2/bench/cold/blobs/$digest"
+curl -fs -o /dev/null "$direct" # the registry's page cache is warm for both sides
+
+# wall seconds of one curl GET to /dev/null (as fast a client as there is), checking that
+# every byte came; that they are the right bytes is the tests' business.
+timed_get() {
+  local t0 t1 got
+  t0=$(date +%s%N)
+  got=$(curl -fs -o /dev/null -w '%{size_download}' "$1")
+  t1=$(date +%s%N)
+  [ "$got" = "$bytes" ] || { echo "$got of $bytes bytes from $1" >&2; exit 1; }
+  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+}
+
+echo "cold GET of $MIB MiB: straight from docker-registry vs through a fresh entrepot (default config)"
+echo "| round | upstream s | entrepot s | throughput ratio | entrepot CPU s | ns per byte |"
+echo "|---|---|---|---|---|---|"
+ratios=(); nspb=()
+for r in $(seq "$ROUNDS"); do
+  up_s=$(timed_get "$direct")
+  addr=127.0.0.1:$(port)
+  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$r" "$reg" >"$work/e$r.toml"
+  "$bin" serve --config "$work/e$r.toml" 2>"$work/e$r.log" &
+  epid=$!
+  pids+=("$epid")
+  wait_up "$addr"
+  t0=$(ticks "$epid")
+  ep_s=$(timed_get "http://$addr/v2/bench.local/bench/cold/blobs/$digest")
+  sleep 0.5 # the commit (fsync, rename) finishes after the last byte is served
+  t1=$(ticks "$epid")
+  kill "$epid"; wait "$epid" 2>/dev/null || true
+  cpu=$(echo "scale=3; ($t1 - $t0) / $hz" | bc)
+  ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
+  ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / $bytes" | bc)
+  ratios+=("$ratio"); nspb+=("$ns")
+  echo "| $r | $up_s | $ep_s | ${ratio}× | $cpu | $ns |"
+  rm -rf "$work/data-$r"
+done
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
