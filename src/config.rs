@@ -39,6 +39,8 @@ struct RawConfig {
     offline: bool,
     default_upstream: Option<String>,
     log: Option<String>,
+    #[serde(default)]
+    log_format: crate::logging::Format,
     tag_ttl: Option<String>,
     max_staleness: Option<String>,
     negative_ttl: Option<String>,
@@ -153,6 +155,8 @@ pub struct Config {
     /// The upstream for names with neither a `?ns=` nor a known prefix.
     pub default_upstream: Option<String>,
     pub log: String,
+    /// Lines as tracing's text, or JSON objects.
+    pub log_format: crate::logging::Format,
     /// How long a resolved tag is served before it is revalidated upstream.
     pub tag_ttl: Duration,
     /// How old a tag may be and still be served when the upstream fails (stale-if-error).
@@ -358,6 +362,7 @@ impl RawConfig {
             offline: self.offline,
             default_upstream,
             log,
+            log_format: self.log_format,
             tag_ttl: duration("tag_ttl", self.tag_ttl, "1s")?,
             max_staleness: duration("max_staleness", self.max_staleness, "7d")?,
             negative_ttl: duration("negative_ttl", self.negative_ttl, "30s")?,

@@ -5,6 +5,7 @@
 //! `layers` test below reads every file's `crate::` paths and holds the code to this list).
 //! - [`clock`]: time as the index records it, and ages for people;
 //! - [`sync`]: locks taken over when poisoned;
+//! - [`logging`]: log lines off the request path (batched writer, access lines, JSON);
 //! - [`oci`]: digests, names, media types, reading manifests;
 //! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`config`]: the TOML file, validated into runtime types;
@@ -23,7 +24,7 @@
 //! - [`app`]: wires config, store, upstreams, cache, access and TLS together;
 //! - [`seed`]: warming the cache with references;
 //! - [`http`]: routes, headers, ranges, sendfile bodies, the rescue from errors to
-//!   responses, the access log, the operator socket's endpoints;
+//!   responses, each request's access line, the operator socket's endpoints;
 //! - [`server`]: the listeners, silent connections, graceful shutdown;
 //! - [`ops`]: the operator commands (`gc`, `scrub`, `cache stats`, `policy check`, `seed`,
 //!   `export`, `import`), through a running server's socket or on the data directory.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod ops;

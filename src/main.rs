@@ -163,7 +163,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_tracing(&cfg.log);
+    // A server's lines go through the batching writer; a command's are written as they come.
+    let _log = entrepot::logging::init(&cfg.log, cfg.log_format, matches!(command, Command::Serve { .. }));
     match command {
         Command::Serve {
             listen,
@@ -307,18 +308,6 @@ async fn scrub(cfg: Config, rate: Option<u64>) -> ExitCode {
     }
 }
 
-fn init_tracing(config_level: &str) {
-    use std::io::IsTerminal;
-    // RUST_LOG, when set, wins over the config file.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn serve(cfg: Config) -> ExitCode {
     let listen = cfg.listen;
     let offline = cfg.offline;
@@ -329,6 +318,7 @@ async fn serve(cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    entrepot::server::raise_open_files_limit(app.config.max_connections);
     let admin = entrepot::server::bind_admin_socket(&app);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,

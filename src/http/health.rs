@@ -2,6 +2,7 @@
 //! answers): on the main listener, or on `metrics_listen` when the config names one.
 
 use std::convert::Infallible;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -90,6 +91,12 @@ fn exposition(cache: &crate::cache::Cache) -> String {
         "entrepot_store_class_bytes",
         "Bytes held per retention class, as of the last sweep.",
         &by_class,
+    );
+    let dropped = crate::logging::dropped_lines();
+    let _ = writeln!(
+        out,
+        "# HELP entrepot_log_lines_dropped_total Log lines dropped because the log sink fell behind.\n\
+         # TYPE entrepot_log_lines_dropped_total counter\nentrepot_log_lines_dropped_total {dropped}"
     );
     out
 }

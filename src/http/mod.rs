@@ -1,5 +1,5 @@
 //! The distribution-spec pull API over HTTP: routing, headers, ranges, and the one place
-//! where errors become responses and every request gets its access-log line.
+//! where errors become responses and every request gets its access line (`logging`).
 //!
 //! A request reads top to bottom: `handle` → `dispatch` (method, route, upstream) → the
 //! endpoint's handler (`blobs`, `manifests`, `lists`) → the cache.
@@ -28,13 +28,16 @@ use tracing::{field, Instrument};
 use crate::app::App;
 use crate::cache::Outcome;
 use crate::error::{Error, Result};
+use crate::logging;
 use body::Body;
 use route::Endpoint;
 
 /// The hyper service function. It never fails: errors are answered, not propagated.
 pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let span = tracing::info_span!(
+    // At DEBUG: the request's context for what happens inside it, when someone asks for
+    // it. The access line is written apart, without a span's cost on every request.
+    let span = tracing::debug_span!(
         "request",
         %peer,
         method = %req.method(),
@@ -59,7 +62,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         Err(e) => {
             let _enter = span.enter();
             if e.status().is_server_error() {
-                tracing::warn!(error = %e, "request failed");
+                tracing::warn!(%peer, method = %req.method(), path, error = %e, "request failed");
             } else {
                 tracing::debug!(error = %e, "request refused");
             }
@@ -71,17 +74,18 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
         HeaderValue::from_static(headers::API_VERSION_VALUE),
     );
     count(&app, label, req.method(), &resp);
-    let _enter = span.enter();
-    tracing::info!(
-        status = resp.status().as_u16(),
-        bytes = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-"),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "served"
-    );
+    let header = |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    logging::access(&logging::Access {
+        peer,
+        method: req.method().as_str(),
+        path,
+        query: req.uri().query(),
+        route: label,
+        status: resp.status().as_u16(),
+        bytes: header(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        cache: header(headers::CACHE_STATUS),
+        elapsed: started.elapsed(),
+    });
     Ok(resp)
 }
 

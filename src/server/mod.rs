@@ -162,6 +162,31 @@ async fn serve_admin(app: Arc<App>, listener: Option<UnixListener>) {
     }
 }
 
+/// Each connection holds a socket and, while it is sent a blob, a file: a soft limit on
+/// open files of 1,024 (systemd's default) refuses connections long before
+/// `max_connections`. The soft limit is raised to the hard one at start, as Go's runtime
+/// and nginx's `worker_rlimit_nofile` do; a hard limit still too low is said once.
+pub fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let open_files = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(_) => limit.current,
+    };
+    let needed = max_connections as u64 + 1024;
+    if let Some(n) = open_files.filter(|n| *n < needed) {
+        tracing::warn!(
+            open_files = n,
+            max_connections,
+            "the open files limit is below max_connections + 1024 (sockets, blob files, the index): accepts can fail under load; raise LimitNOFILE or lower max_connections"
+        );
+    }
+}
+
 /// A place under the connection cap for a connection just accepted. At the cap, the
 /// connection silent for longest is closed to make room; when every connection is busy,
 /// this waits for one to close (the kernel's backlog holds the others). `None` once the
