@@ -5,13 +5,19 @@
 # Reports wall time both ways, their ratio, and entrepot's CPU time per byte of the fill
 # (utime + stime from /proc, which does not count time spent waiting for a core).
 #
-#   cargo build --release && benches/cold.sh [MiB] [rounds]     # defaults: 512 MiB, 3 rounds
+#   cargo build --release && benches/cold.sh [MiB] [rounds] [images]
+#                                   # defaults: 512 MiB, 3 rounds, 30 images
+#
+# Then a cold pull of whole images (3 layers of 6 MB each, 30 images: 540 MB), by a client
+# that hashes every byte as a runtime does (benches/pull.py, 4 threads), straight from the
+# upstream against through a fresh entrepot: the first pull at an edge site.
 #
 # Needs docker-registry and curl. Binds 127.0.0.1 only; stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-512}
 ROUNDS=${2:-3}
+IMAGES=${3:-30}
 bin=${ENTREPOT_BIN:-target/release/entrepot}
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d)
@@ -76,3 +82,30 @@ for r in $(seq "$ROUNDS"); do
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
+
+[ "$IMAGES" -gt 0 ] || exit 0
+python3 benches/pull.py push "$reg" "$IMAGES" 3 6000000
+python3 benches/pull.py pull "http://$reg" "$IMAGES" 4 >/dev/null # the registry's page cache
+echo
+echo "cold pull of $IMAGES images (3 × 6 MB layers each), a client hashing every byte, 4 threads"
+echo "| round | upstream s | entrepot s | slowdown (entrepot / upstream) | entrepot CPU s |"
+echo "|---|---|---|---|---|"
+slow=()
+for r in $(seq "$ROUNDS"); do
+  read -r up_s _ < <(python3 benches/pull.py pull "http://$reg" "$IMAGES" 4)
+  addr=127.0.0.1:$(port)
+  printf 'listen = "%s"\ndata_dir = "%s/data-p%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$r" "$reg" >"$work/p$r.toml"
+  "$bin" serve --config "$work/p$r.toml" 2>"$work/p$r.log" &
+  epid=$!
+  pids+=("$epid")
+  wait_up "$addr"
+  t0=$(ticks "$epid")
+  read -r ep_s _ < <(python3 benches/pull.py pull "http://$addr" "$IMAGES" 4)
+  t1=$(ticks "$epid")
+  kill "$epid"; wait "$epid" 2>/dev/null || true
+  s=$(echo "scale=3; $ep_s / $up_s" | bc)
+  slow+=("$s")
+  echo "| $r | $up_s | $ep_s | ${s}× | $(echo "scale=2; ($t1 - $t0) / $hz" | bc) |"
+  rm -rf "$work/data-p$r"
+done
+echo "median: a cold pull through entrepot takes $(median "${slow[@]}")× the time of one straight from the upstream"

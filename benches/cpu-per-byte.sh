@@ -6,7 +6,7 @@
 #
 #   cargo build --release && benches/cpu-per-byte.sh [rounds]
 #
-# Needs nginx and curl. Bounded: `rounds` (default 3) × 5 downloads of 200 MiB per server.
+# Needs nginx, docker-registry and curl. Bounded: `rounds` (default 3) × 5 downloads of 200 MiB per server.
 set -euo pipefail
 ROUNDS=${1:-3}
 BIN=${ENTREPOT_BIN:-$(dirname "$0")/../target/release/entrepot}
@@ -20,10 +20,20 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 head -c $((200 << 20)) /dev/urandom >"$DIR/blob"
 HEX=$(sha256sum "$DIR/blob" | cut -c1-64)
-mkdir -p "$DIR/data/blobs/sha256/${HEX:0:2}" "$DIR/nginx/logs" "$DIR/www"
+mkdir -p "$DIR/nginx/logs" "$DIR/www"
 chmod 644 "$DIR/blob"
-mv "$DIR/blob" "$DIR/data/blobs/sha256/${HEX:0:2}/$HEX"
-ln -s "$DIR/data/blobs/sha256/${HEX:0:2}/$HEX" "$DIR/www/blob"
+mv "$DIR/blob" "$DIR/www/blob"
+
+# The upstream entrepot fills the blob from (a cached blob is served only in a repository
+# that holds it, so it is filled the way users fill it).
+RP=$(port)
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: 127.0.0.1:%s\n' "$DIR" "$RP" >"$DIR/reg.yml"
+docker-registry serve "$DIR/reg.yml" >/dev/null 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$RP/v2/" && break; sleep 0.1; done
+LOC=$(curl -fsi -X POST "http://127.0.0.1:$RP/v2/any/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+case "$LOC" in http*) ;; *) LOC="http://127.0.0.1:$RP$LOC" ;; esac
+curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$DIR/www/blob" "$LOC&digest=sha256:$HEX" >/dev/null
 
 NP=$(port)
 EP=$(port)
@@ -43,10 +53,9 @@ cat >"$DIR/entrepot.toml" <<EOF
 listen = "127.0.0.1:$EP"
 data_dir = "$DIR/data"
 log = "warn"
-offline = true
 [[upstream]]
 name = "bench.local"
-url = "http://127.0.0.1:9"
+url = "http://127.0.0.1:$RP"
 EOF
 "$NGINX" -c "$DIR/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)

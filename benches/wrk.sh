@@ -8,7 +8,8 @@
 #   cargo build --release && benches/wrk.sh [rounds] [seconds] [seconds_for_1000]
 #                                          # defaults: 3 rounds, 8 s each, 30 s at 1,000
 #
-# Measures, per round: manifest by tag and by digest at 32 connections; the same and a
+# Measures, per round: manifest by tag and by digest at 32 connections (against nginx,
+# and against distribution's proxy mode on its defaults); the same and a
 # mixed load (hot manifests and a warm 1 MiB blob, with 4 cold 32 MiB blobs pulled through
 # entrepot meanwhile) at 1,000 connections, with p50/p99/p99.9; one fast client (curl)
 # reading a warm 512 MiB blob, entrepot vs nginx; entrepot's peak RSS and log lines
@@ -75,6 +76,14 @@ pids+=($!)
 epid=$!
 wait_up "http://$ep/v2/"
 
+# --- an anchor on its own defaults: distribution's proxy mode (docker-registry with
+# proxy.remoteurl; its access log on, as shipped) in front of the same upstream
+dp=127.0.0.1:$(port)
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s/proxy\nhttp:\n  addr: %s\nproxy:\n  remoteurl: http://%s\n' "$work" "$dp" "$reg" >"$work/proxy.yml"
+docker-registry serve "$work/proxy.yml" >"$work/proxy.log" 2>&1 &
+pids+=($!)
+wait_up "http://$dp/v2/"
+
 # --- nginx, close to Debian's stock settings (workers = cores, sendfile on), keep-alive
 # without a request limit so that it is not penalized by reconnections; one server with
 # the access log off, one with it on.
@@ -105,6 +114,7 @@ by_digest=/v2/bench/app/manifests/$md
 warm=/v2/bench/app/blobs/$wd
 big=/v2/bench/app/blobs/$bd
 for p in "$by_tag" "$by_digest" "$warm" "$big"; do curl -fs -o /dev/null -H "$accept" "http://$ep$p"; done
+for p in "$by_tag" "$by_digest"; do curl -fs -o /dev/null -H "$accept" "http://$dp$p"; done
 
 # wrk URL connections seconds [mix] -> "requests req/s p50 p99 p999 errors"
 load() {
@@ -132,6 +142,19 @@ done
 for what in tag digest; do
   # shellcheck disable=SC2086
   echo "median, manifest by $what: $(median ${r[$what-off]})× nginx (log off), $(median ${r[$what-on]})× nginx (log on)"
+done
+
+echo
+echo "## 32 connections, $SECS s: entrepot against distribution's proxy mode, both on their defaults (req/s)"
+echo "| round | what | entrepot | distribution proxy | ratio |"
+echo "|---|---|---|---|---|"
+for round in $(seq "$ROUNDS"); do
+  for what in tag digest; do
+    if [ $what = tag ]; then path=$by_tag; else path=$by_digest; fi
+    read -r _ e _ < <(load "$E$path" 32 "$SECS")
+    read -r _ d _ < <(load "http://$dp$path" 32 "$SECS")
+    echo "| $round | manifest by $what | $e | $d | $(ratio "$e" "$d")× |"
+  done
 done
 
 echo
