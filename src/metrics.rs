@@ -156,6 +156,7 @@ pub struct Metrics {
     pub served_bytes: Counter,
     pub upstream_bytes: Counter,
     pub upstream_latency: Histogram,
+    pub upstream_requests: Counter,
     pub evictions: Counter,
     pub evicted_bytes: Counter,
     pub store_corrupt: Counter,
@@ -176,6 +177,10 @@ impl Default for Metrics {
                 "Blob bytes sent to clients, by source: the cache, or a download in progress from the upstream.",
             ),
             upstream_bytes: Counter::new("entrepot_upstream_bytes_total", "Bytes fetched from each upstream (blobs and manifests)."),
+            upstream_requests: Counter::new(
+                "entrepot_upstream_requests_total",
+                "Requests sent to each upstream, by result: answered (any status but 429 and 5xx), throttled (429), error (5xx), timeout, unreachable.",
+            ),
             upstream_latency: Histogram::new(
                 "entrepot_upstream_request_duration_seconds",
                 "Time to the upstream's response headers, by upstream.",
@@ -211,6 +216,7 @@ impl Metrics {
         self.lookups.render(out);
         self.served_bytes.render(out);
         self.upstream_bytes.render(out);
+        self.upstream_requests.render(out);
         self.upstream_latency.render(out);
         self.evictions.render(out);
         self.evicted_bytes.render(out);

@@ -106,6 +106,10 @@ pub struct Gauges {
     pub reconciled: bool,
     /// Bytes per retention class, as of the last sweep.
     pub class_bytes: Vec<(String, u64)>,
+    /// The whole cache's budget (`max_cache_bytes`), when there is one.
+    pub max_bytes: Option<u64>,
+    /// The classes' budgets (`max_bytes`), for those that have one.
+    pub class_max_bytes: Vec<(String, u64)>,
 }
 
 /// The cache: one face, in parts. Each part's state is reached by the files that own that
@@ -390,6 +394,10 @@ impl Cache {
             stored_bytes: self.retention.stored(),
             reconciled: self.is_reconciled(),
             class_bytes: self.retention.class_bytes.locked().clone(),
+            max_bytes: self.settings.retention.limits.max_cache_bytes,
+            class_max_bytes: (self.settings.retention.classes.iter())
+                .filter_map(|c| c.max_bytes.map(|m| (c.name.clone(), m)))
+                .collect(),
         }
     }
 

@@ -92,6 +92,21 @@ fn exposition(cache: &crate::cache::Cache) -> String {
         "Bytes held per retention class, as of the last sweep.",
         &by_class,
     );
+    gauge(
+        &mut out,
+        "entrepot_store_max_bytes",
+        "The cache's budget (max_cache_bytes); absent when unbounded.",
+        &g.max_bytes.map(|m| one(m as f64)).unwrap_or_default(),
+    );
+    let class_budgets: Vec<_> = (g.class_max_bytes.into_iter())
+        .map(|(c, b)| (vec![("class", c)], b as f64))
+        .collect();
+    gauge(
+        &mut out,
+        "entrepot_store_class_max_bytes",
+        "Each retention class's budget (max_bytes), for classes that have one.",
+        &class_budgets,
+    );
     let dropped = crate::logging::dropped_lines();
     let _ = writeln!(
         out,

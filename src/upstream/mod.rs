@@ -349,6 +349,16 @@ impl Upstream {
         self.metrics
             .upstream_latency
             .observe(&[("upstream", self.name())], started.elapsed());
+        let result = match &answer {
+            Err(_) => "timeout",
+            Ok(Err(_)) => "unreachable",
+            Ok(Ok(r)) if r.status() == StatusCode::TOO_MANY_REQUESTS => "throttled",
+            Ok(Ok(r)) if r.status().is_server_error() => "error",
+            Ok(Ok(_)) => "answered",
+        };
+        self.metrics
+            .upstream_requests
+            .add(&[("upstream", self.name()), ("result", result)], 1);
         match answer {
             Err(_) => Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
             Ok(Err(e)) => Err(self.unavailable(&e)),

@@ -8,10 +8,13 @@
 //! - `pulls`: each client alone on a fresh entrepot: skopeo, ctr, TLS, two sites on disk;
 //! - `mixed`: the traffic of a site: clients with different `Accept` headers taking turns
 //!   on one entrepot (skopeo, ctr, podman, oras, the Docker Engine), tags moving upstream,
-//!   repositories that do not hold a digest, schema 1.
+//!   repositories that do not hold a digest, schema 1;
+//! - `metrics`: promtool on a live `/metrics`, the alert rules and their unit tests, the
+//!   dashboard's queries against what entrepot exports.
 
 #[path = "../common/certs.rs"]
 mod certs;
+mod metrics;
 mod mixed;
 mod pulls;
 mod support;

@@ -75,6 +75,17 @@ async fn metrics_count_a_known_sequence_of_pulls() {
             r#"entrepot_upstream_request_duration_seconds_count{upstream="reg.test"}"#
         ) >= 5.0
     );
+    assert_eq!(
+        value(
+            &text,
+            r#"entrepot_upstream_requests_total{upstream="reg.test",result="answered"}"#
+        ),
+        value(
+            &text,
+            r#"entrepot_upstream_request_duration_seconds_count{upstream="reg.test"}"#
+        ),
+        "every request sent is counted once, by result"
+    );
     assert_eq!(value(&text, "entrepot_store_bytes"), blob_bytes);
     assert_eq!(value(&text, "entrepot_store_reconciled"), 1.0);
     assert_eq!(value(&text, "entrepot_transfers_in_flight"), 0.0);

@@ -85,6 +85,16 @@ async fn too_many_requests_passes_through_with_retry_after() {
     assert_eq!(got.status, 429);
     assert_eq!(got.error_code(), "TOOMANYREQUESTS");
     assert_eq!(got.header("retry-after"), Some("42"));
+    assert!(upstream_requests(&proxy, "throttled").await >= 1.0);
+}
+
+/// `entrepot_upstream_requests_total{upstream="reg.test",result=…}`, 0 when absent.
+async fn upstream_requests(proxy: &TestProxy, result: &str) -> f64 {
+    let page = String::from_utf8(get(&proxy.url("/metrics")).await.bytes().to_vec()).unwrap();
+    let series = format!("entrepot_upstream_requests_total{{upstream=\"reg.test\",result=\"{result}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 #[tokio::test]
@@ -109,4 +119,9 @@ async fn upstream_failures_with_nothing_cached_are_json_5xx() {
     let got = get(&proxy.url("/v2/team/app/manifests/v2")).await;
     assert_eq!(got.status, 503);
     assert_eq!(got.error_code(), "UNAVAILABLE");
+
+    // Each kind of failure is counted apart, for the "upstream down" alert.
+    for result in ["error", "timeout", "unreachable"] {
+        assert!(upstream_requests(&proxy, result).await >= 1.0, "{result}");
+    }
 }
