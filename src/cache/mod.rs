@@ -148,6 +148,27 @@ struct TagState {
     hot: HotManifests,
     /// The last catalog computed, and the index's names generation it was computed at.
     catalog: tokio::sync::Mutex<Option<(u64, Arc<Vec<String>>)>>,
+    /// Manifests served per upstream and repository since start, for the status page
+    /// (nested, so that counting a hit allocates nothing), and how many are counted.
+    pulls: Mutex<(PullCounts, usize)>,
+}
+
+/// Manifests served, by upstream, then repository.
+type PullCounts = HashMap<String, HashMap<String, u64>>;
+
+/// Repositories whose pulls are counted at most: past it, new ones are not (a client
+/// walking random names cannot grow the map without bound).
+const PULL_COUNTS: usize = 10_000;
+
+/// A blob download in progress, for the status page.
+#[derive(Debug, Clone)]
+pub struct FillProgress {
+    pub digest: Digest,
+    pub upstream: String,
+    pub repo: String,
+    pub written: u64,
+    /// The upstream's `Content-Length`, when it sent one.
+    pub total: Option<u64>,
 }
 
 /// Retention: what is stored, by class, whether the records can be trusted yet, and the
@@ -399,6 +420,48 @@ impl Cache {
                 .filter_map(|c| c.max_bytes.map(|m| (c.name.clone(), m)))
                 .collect(),
         }
+    }
+
+    /// Downloads in progress, by how far they are.
+    pub fn fills_in_progress(&self) -> Vec<FillProgress> {
+        let fills: Vec<_> = self.blobs.fills.locked().values().cloned().collect();
+        let mut out: Vec<_> = (fills.iter())
+            .map(|f| {
+                let state = f.subscribe().borrow().clone();
+                FillProgress {
+                    digest: f.digest.clone(),
+                    upstream: f.upstream.clone(),
+                    repo: f.repo.clone(),
+                    written: state.written,
+                    total: state.total,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        out
+    }
+
+    /// Counts a manifest served from `repo` of `upstream`.
+    pub fn count_pull(&self, upstream: &str, repo: &str) {
+        let mut guard = self.tags.pulls.locked();
+        let (pulls, counted) = &mut *guard;
+        if let Some(n) = pulls.get_mut(upstream).and_then(|r| r.get_mut(repo)) {
+            *n += 1;
+        } else if *counted < PULL_COUNTS {
+            *counted += 1;
+            pulls.entry(upstream.to_owned()).or_default().insert(repo.to_owned(), 1);
+        }
+    }
+
+    /// The `n` repositories (`upstream/repository`) served most manifests since start,
+    /// most first.
+    pub fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<_> = (self.tags.pulls.locked().0.iter())
+            .flat_map(|(up, repos)| repos.iter().map(move |(r, n)| (format!("{up}/{r}"), *n)))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// Refreshes the per-class byte counts the metrics show.

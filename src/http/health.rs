@@ -38,7 +38,8 @@ pub async fn handle(app: &Arc<App>, path: &str) -> Result<Response<Body>> {
     Ok(resp)
 }
 
-/// The service on `metrics_listen`: these three paths, read-only, and nothing else.
+/// The service on `metrics_listen`: these three paths and the status page (behind
+/// `[auth]`), read-only, and nothing else.
 pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Result<Response<Body>, Infallible> {
     if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         return Ok(super::rescue::rescue(
@@ -46,10 +47,16 @@ pub async fn serve_only<B>(app: Arc<App>, req: Request<B>) -> std::result::Resul
             false,
         ));
     }
-    Ok(match handle(&app, req.uri().path()).await {
-        Ok(r) => r,
-        Err(e) => super::rescue::rescue(&e, false),
-    })
+    let head = req.method() == http::Method::HEAD;
+    let answer = if req.uri().path() == super::status::PATH {
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        app.access
+            .authenticate(authorization)
+            .map(|who| super::status::page(&app, &who, head))
+    } else {
+        handle(&app, req.uri().path()).await
+    };
+    Ok(answer.unwrap_or_else(|e| super::rescue::rescue(&e, head)))
 }
 
 /// The Prometheus exposition: the counters, and the gauges read now.

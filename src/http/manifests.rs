@@ -26,6 +26,7 @@ pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, h
             "reference is neither a valid tag nor a digest".into(),
         ));
     };
+    app.cache.count_pull(t.upstream.name(), &t.repo);
     let m = &answer.manifest;
     let len = m.bytes.len();
     let body = if head {

@@ -16,6 +16,7 @@ pub mod range;
 mod rescue;
 pub mod route;
 pub mod sendfile;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,7 +55,7 @@ pub async fn handle<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Resu
     let route = route::parse(path);
     let label = match &route {
         Ok(r) => r.label(),
-        Err(_) if health::PATHS.contains(&path) => "ops",
+        Err(_) if health::PATHS.contains(&path) || path == status::PATH => "ops",
         Err(_) => "other",
     };
     let mut resp = match dispatch(&app, &req, route).instrument(span.clone()).await {
@@ -118,10 +119,15 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
     if app.config.metrics_listen.is_none() && health::PATHS.contains(&path) {
         return health::handle(app, path).await;
     }
+    let who = || {
+        app.access
+            .authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    };
+    if app.config.metrics_listen.is_none() && path == status::PATH {
+        return Ok(status::page(app, &who()?, req.method() == Method::HEAD));
+    }
     let route = route?;
-    let who = app
-        .access
-        .authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let who = who()?;
     let span = tracing::Span::current();
     span.record("route", route.label());
     if route.endpoint == Endpoint::Upload {

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::sync::Locked;
 use auth::{Challenge, TokenCache};
 pub use calls::{BlobBody, ManifestBody, ManifestHead, TagPage};
 pub use target::Target;
@@ -57,6 +58,11 @@ impl Upstreams {
     pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
         self.default.as_ref()
     }
+
+    /// Every upstream, in the config's order.
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.all
+    }
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -67,6 +73,30 @@ pub struct Upstream {
     tokens: TokenCache,
     metrics: Arc<Metrics>,
     fetches: Arc<tokio::sync::Semaphore>,
+    health: std::sync::Mutex<Health>,
+}
+
+/// How an upstream has been answering, for the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// When it last answered (any status but 429 and 5xx), in Unix milliseconds.
+    pub last_answer_ms: Option<u64>,
+    /// How long that answer took to its headers.
+    pub last_latency: Option<Duration>,
+    /// When a request last failed, and why.
+    pub last_failure: Option<(u64, String)>,
+}
+
+impl Health {
+    /// Answering, failing, or not asked yet: whichever happened last.
+    pub fn reachable(&self) -> Option<bool> {
+        match (self.last_answer_ms, &self.last_failure) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(ok), Some((failed, _))) => Some(ok > *failed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -121,11 +151,16 @@ impl Upstream {
             client,
             tokens: TokenCache::default(),
             metrics,
+            health: Default::default(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.locked().clone()
     }
 
     /// A turn among the blob downloads this upstream allows at once.
@@ -349,16 +384,31 @@ impl Upstream {
         self.metrics
             .upstream_latency
             .observe(&[("upstream", self.name())], started.elapsed());
-        let result = match &answer {
-            Err(_) => "timeout",
-            Ok(Err(_)) => "unreachable",
-            Ok(Ok(r)) if r.status() == StatusCode::TOO_MANY_REQUESTS => "throttled",
-            Ok(Ok(r)) if r.status().is_server_error() => "error",
-            Ok(Ok(_)) => "answered",
+        let took = started.elapsed();
+        let (result, failure) = match &answer {
+            Err(_) => (
+                "timeout",
+                Some(format!("no response within {:?}", self.config.response_timeout)),
+            ),
+            Ok(Err(e)) => ("unreachable", Some(format!("cannot connect: {}", error_chain(e)))),
+            Ok(Ok(r)) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                ("throttled", Some("429 Too Many Requests".into()))
+            }
+            Ok(Ok(r)) if r.status().is_server_error() => ("error", Some(r.status().to_string())),
+            Ok(Ok(_)) => ("answered", None),
         };
         self.metrics
             .upstream_requests
             .add(&[("upstream", self.name()), ("result", result)], 1);
+        let mut health = self.health.locked();
+        match failure {
+            None => {
+                health.last_answer_ms = Some(crate::clock::now_ms());
+                health.last_latency = Some(took);
+            }
+            Some(why) => health.last_failure = Some((crate::clock::now_ms(), why)),
+        }
+        drop(health);
         match answer {
             Err(_) => Err(self.timeout(format!("no response within {:?}", self.config.response_timeout))),
             Ok(Err(e)) => Err(self.unavailable(&e)),
@@ -425,17 +475,22 @@ impl Upstream {
     }
 
     fn unavailable(&self, e: &hyper_util::client::legacy::Error) -> Error {
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            detail = format!("{detail}: {s}");
-            source = s.source();
-        }
         Error::UpstreamUnavailable {
             upstream: self.name().to_owned(),
-            detail,
+            detail: error_chain(e),
         }
     }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    detail
 }
 
 fn header_str(headers: &HeaderMap<HeaderValue>, name: header::HeaderName) -> Option<&str> {

@@ -10,11 +10,13 @@
 //!   on one entrepot (skopeo, ctr, podman, oras, the Docker Engine), tags moving upstream,
 //!   repositories that do not hold a digest, schema 1;
 //! - `metrics`: promtool on a live `/metrics`, the alert rules and their unit tests, the
-//!   dashboard's queries against what entrepot exports.
+//!   dashboard's queries against what entrepot exports;
+//! - `status`: headless Chromium renders `/-/status` after real pulls.
 
 #[path = "../common/certs.rs"]
 mod certs;
 mod metrics;
 mod mixed;
 mod pulls;
+mod status;
 mod support;

@@ -22,5 +22,6 @@ mod requests;
 mod retention;
 mod routing;
 mod scrub;
+mod status;
 mod tls;
 mod upstream_auth;

@@ -1,0 +1,156 @@
+//! `/-/status`: what the page says after a known sequence of pulls, and who may see it.
+
+use base64::Engine as _;
+use http::Method;
+
+use crate::support::*;
+
+fn page_text(got: &Got) -> String {
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
+    String::from_utf8(got.bytes().to_vec()).unwrap()
+}
+
+/// The text of the element with this `id`, tags dropped.
+fn section(html: &str, id: &str) -> String {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in\n{html}"));
+    let rest = &html[start..];
+    let end = rest
+        .find("</section>")
+        .or_else(|| rest.find("</div>"))
+        .unwrap_or(rest.len());
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in rest[..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test]
+async fn the_page_shows_hit_ratio_egress_upstreams_and_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = TestRegistry::start().await;
+    reg.put_image("team/app", "v1", &[30_000, 50_000], 1);
+    reg.put_image("team/tool", "v1", &[1_000], 2);
+    let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
+    let before = page_text(&get(&proxy.url("/-/status")).await);
+    assert!(section(&before, "hit-ratio").contains("—"), "no requests yet: no ratio");
+    assert!(section(&before, "upstreams").contains("not asked yet"));
+    assert!(section(&before, "repositories").contains("nothing pulled yet"));
+
+    pull(&proxy, "team/app", "v1").await;
+    pull(&proxy, "team/app", "v1").await;
+    pull(&proxy, "team/tool", "v1").await;
+    let html = page_text(&get(&proxy.url("/-/status")).await);
+    // team/app: a manifest and 3 blobs missed, then hit; team/tool: a manifest and 2 blobs
+    // missed. 4 of 11 requests answered without a download.
+    let hits = section(&html, "hit-ratio");
+    assert!(hits.contains("36.4%") && hits.contains("4 of 11 requests"), "{hits}");
+    let egress = section(&html, "egress");
+    assert!(egress.contains("KiB sent from the cache"), "{egress}");
+    let upstreams = section(&html, "upstreams");
+    assert!(
+        upstreams.contains("reg.test") && upstreams.contains("answering"),
+        "{upstreams}"
+    );
+    assert!(upstreams.contains("answered "), "requests by result: {upstreams}");
+    let repos = section(&html, "repositories");
+    assert!(
+        repos.contains("reg.test/team/app 2 reg.test/team/tool 1"),
+        "most pulled first: {repos}"
+    );
+    assert!(section(&html, "downloads").contains("none"));
+    assert!(
+        section(&html, "lookups").contains("blob 8 3 37.5%"),
+        "{}",
+        section(&html, "lookups")
+    );
+
+    // An upstream that stops answering shows as failing, with why.
+    reg.stop();
+    assert_eq!(get(&proxy.url("/v2/team/other/manifests/v1")).await.status, 503);
+    let upstreams = section(&page_text(&get(&proxy.url("/-/status")).await), "upstreams");
+    assert!(
+        upstreams.contains("failing") && upstreams.contains("cannot connect"),
+        "{upstreams}"
+    );
+}
+
+#[tokio::test]
+async fn the_page_is_behind_auth_and_shows_only_what_the_viewer_may_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    reg.put_image("team/app", "v1", &[100], 1);
+    reg.put_image("secret/app", "v1", &[100], 2);
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "ci:{}\nops:{}\n",
+            bcrypt::hash("ci-pw", 4).unwrap(),
+            bcrypt::hash("ops-pw", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let auth = format!(
+        "[auth]\nanonymous = false\nhtpasswd = {:?}\n[[auth.grant]]\nusers = [\"ci\"]\nrepositories = [\"reg.test/team/*\"]\n\
+         [[auth.grant]]\nusers = [\"ops\"]\nrepositories = \"*\"\n",
+        htpasswd.display().to_string()
+    );
+    let ups = format!("{}{auth}", upstream("reg.test", &reg.url(), ""));
+    let proxy = TestProxy::start(&dir.path().join("data"), "", &ups).await;
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let as_user = |path: &str, auth: String| {
+        let url = proxy.url(path);
+        async move { request(Method::GET, &url, &[("authorization", &auth)]).await }
+    };
+    for repo in ["team/app", "secret/app"] {
+        let got = as_user(&format!("/v2/{repo}/manifests/v1"), basic("ops", "ops-pw")).await;
+        assert_eq!(got.status, 200);
+    }
+    let anon = get(&proxy.url("/-/status")).await;
+    assert_eq!(anon.status, 401);
+    assert_eq!(anon.header("www-authenticate"), Some("Basic realm=\"entrepot\""));
+    let ci = page_text(&as_user("/-/status", basic("ci", "ci-pw")).await);
+    let repos = section(&ci, "repositories");
+    assert!(
+        repos.contains("reg.test/team/app") && !repos.contains("secret"),
+        "{repos}"
+    );
+    let ops = page_text(&as_user("/-/status", basic("ops", "ops-pw")).await);
+    assert!(section(&ops, "repositories").contains("reg.test/secret/app"));
+}
+
+#[tokio::test]
+async fn with_metrics_listen_the_page_moves_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start().await;
+    let port = free_port();
+    let proxy = TestProxy::in_front_of(
+        dir.path(),
+        &reg,
+        "reg.test",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    assert_eq!(get(&proxy.url("/-/status")).await.status, 404);
+    wait_for_port(port);
+    let html = page_text(&get(&format!("http://127.0.0.1:{port}/-/status")).await);
+    assert!(html.contains("id=\"hit-ratio\""));
+}
