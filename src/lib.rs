@@ -6,6 +6,7 @@
 //! - [`clock`]: time as the index records it, and ages for people;
 //! - [`sync`]: locks taken over when poisoned;
 //! - [`logging`]: log lines off the request path (batched writer, access lines, JSON);
+//! - [`progress`]: bytes, rate and time left of long operator work, for a terminal or a log;
 //! - [`oci`]: digests, names, media types, reading manifests;
 //! - [`policy`]: what may enter (filter rules) and how long it stays (retention), pure;
 //! - [`config`]: the TOML file, validated into runtime types;
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod oci;
 pub mod ops;
 pub mod policy;
+pub mod progress;
 pub mod report;
 pub mod seed;
 pub mod server;

@@ -23,6 +23,7 @@ use crate::layout::{
     export::{Output, Selection},
     import::{Placement, Source},
 };
+use crate::progress::{Counted, Meter};
 use crate::seed;
 
 /// What `entrepot gc` prints: the sweep's plan, carried out unless `dry_run`.
@@ -256,17 +257,19 @@ pub async fn export(config: Config, selection: Selection, out: &str) -> Result<S
     let out = out.to_owned();
     tokio::task::spawn_blocking(move || {
         let store = &app.cache.store;
+        let meter = Meter::stderr("export");
         let summary = if out == "-" {
-            layout::export::export(store, &selection, Output::Tar(Box::new(std::io::stdout())))?
+            layout::export::export(store, &selection, Output::Tar(Box::new(std::io::stdout())), &meter)?
         } else if out.ends_with(".tar") {
             // Written aside and renamed, so that a failed export leaves no archive behind.
             let partial = format!("{out}.partial");
             let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
-            let written = layout::export::export(store, &selection, Output::Tar(Box::new(file)));
+            let written = layout::export::export(store, &selection, Output::Tar(Box::new(file)), &meter);
             layout::settle(Path::new(&partial), Path::new(&out), written)?
         } else {
-            layout::export::export(store, &selection, Output::Dir(PathBuf::from(&out)))?
+            layout::export::export(store, &selection, Output::Dir(PathBuf::from(&out)), &meter)?
         };
+        meter.finish();
         Ok(summary.text())
     })
     .await
@@ -289,11 +292,33 @@ pub async fn import(config: Config, path: &str, placement: Placement) -> Result<
             let f = std::fs::File::open(&path).map_err(|e| Error::Internal(format!("{path}: {e}")))?;
             Source::Tar(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
         };
-        let s = layout::import::import(&app.cache.store, &app.upstreams, source, &placement)?;
+        let meter = Meter::stderr("import");
+        meter.set_total(layout_bytes(&path));
+        let s = layout::import::import(&app.cache.store, &app.upstreams, source, &placement, &meter)?;
+        meter.finish();
         Ok(s.text())
     })
     .await
     .map_err(Error::internal)?
+}
+
+/// What an import will read, as far as it can be told beforehand: a tar file's size, the
+/// sizes of a layout directory's blobs; nothing for standard input.
+fn layout_bytes(path: &str) -> Option<u64> {
+    if path == "-" {
+        return None;
+    }
+    let p = Path::new(path);
+    if !p.is_dir() {
+        return std::fs::metadata(p).ok().map(|m| m.len());
+    }
+    let mut total = 0;
+    for alg in std::fs::read_dir(p.join("blobs")).ok()?.flatten() {
+        for file in std::fs::read_dir(alg.path()).ok()?.flatten() {
+            total += file.metadata().map_or(0, |m| m.len());
+        }
+    }
+    Some(total)
 }
 
 /// Export by a running server: a directory it writes itself, or a tar archive it streams
@@ -304,10 +329,15 @@ async fn export_on_server(sender: AdminSender, selection: Selection, out: &str) 
     let dir = if to_dir { Some(std::path::absolute(out)?) } else { None };
     let asked = admin::ExportRequest { selection, dir };
     let body = HttpBody::full(serde_json::to_vec(&asked).map_err(Error::internal)?);
+    if to_dir {
+        eprintln!("entrepot: exporting through the running server (progress in its log)");
+    }
     let resp = admin_send(sender, Method::POST, "/export", body).await?;
     if to_dir || !resp.status().is_success() {
         return text_of(resp).await;
     }
+    // The archive's size is the server's to know: bytes and rate here.
+    let meter = Meter::stderr("export");
     let partial = (out != "-").then(|| format!("{out}.partial"));
     let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &partial {
         Some(p) => Box::new(tokio::fs::File::create(p).await?),
@@ -320,7 +350,10 @@ async fn export_on_server(sender: AdminSender, selection: Selection, out: &str) 
             frames.push(&piece.map_err(Error::internal)?.into_data().unwrap_or_default());
             while let Some((kind, bytes)) = frames.next_frame()? {
                 match kind {
-                    frames::DATA => sink.write_all(&bytes).await?,
+                    frames::DATA => {
+                        sink.write_all(&bytes).await?;
+                        meter.add(bytes.len() as u64);
+                    }
                     frames::SUMMARY => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
                     _ => return Err(Error::Internal(String::from_utf8_lossy(&bytes).into_owned())),
                 }
@@ -333,6 +366,7 @@ async fn export_on_server(sender: AdminSender, selection: Selection, out: &str) 
         Ok(summary) => sink.flush().await.map(|()| summary).map_err(Error::from),
         Err(e) => Err(e),
     };
+    meter.finish();
     drop(sink);
     match partial {
         Some(p) => layout::settle(Path::new(&p), Path::new(out), finished),
@@ -349,15 +383,24 @@ async fn import_on_server(sender: AdminSender, path: &str, placement: Placement)
         None
     };
     let is_dir = dir.is_some();
+    if is_dir {
+        eprintln!("entrepot: importing through the running server (progress in its log)");
+    }
     let asked = admin::ImportRequest { placement, dir };
+    let meter = Arc::new(if is_dir { Meter::none() } else { Meter::stderr("import") });
     let first = frames::frame(frames::JSON, &serde_json::to_vec(&asked).map_err(Error::internal)?);
     let body = if is_dir {
         HttpBody::full(first)
     } else {
-        let mut input: Box<dyn std::io::Read + Send> = if path == "-" {
+        let file: Box<dyn std::io::Read + Send> = if path == "-" {
             Box::new(std::io::stdin())
         } else {
             Box::new(std::fs::File::open(path).map_err(|e| Error::Internal(format!("{path}: {e}")))?)
+        };
+        meter.set_total(layout_bytes(path));
+        let mut input = Counted {
+            inner: file,
+            meter: meter.clone(),
         };
         let (tx, body) = HttpBody::channel(4, None);
         tokio::task::spawn_blocking(move || {
@@ -372,7 +415,9 @@ async fn import_on_server(sender: AdminSender, path: &str, placement: Placement)
         });
         body
     };
-    text_of(admin_send(sender, Method::POST, "/import", body).await?).await
+    let summary = text_of(admin_send(sender, Method::POST, "/import", body).await?).await;
+    meter.finish();
+    summary
 }
 
 type AdminSender = hyper::client::conn::http1::SendRequest<HttpBody>;

@@ -35,6 +35,7 @@ use crate::layout::{
     export::{Output, Selection},
     import::{Placement, Source},
 };
+use crate::progress::Meter;
 use crate::seed::{self, Puller, Report, SeedRequest};
 
 /// The socket's file name in the data directory.
@@ -89,7 +90,10 @@ async fn export(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
     let asked: ExportRequest = json_request(body, "export request").await?;
     if let Some(dir) = asked.dir {
         let summary = tokio::task::spawn_blocking(move || {
-            layout::export::export(&app.cache.store, &asked.selection, Output::Dir(dir))
+            let meter = Meter::log("export");
+            let summary = layout::export::export(&app.cache.store, &asked.selection, Output::Dir(dir), &meter);
+            meter.finish();
+            summary
         })
         .await
         .map_err(Error::internal)??;
@@ -98,7 +102,9 @@ async fn export(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
     let (tx, body) = Body::channel(4, None);
     tokio::task::spawn_blocking(move || {
         let archive = Box::new(FrameWriter::new(tx.clone()));
-        let result = layout::export::export(&app.cache.store, &asked.selection, Output::Tar(archive));
+        let meter = Meter::log("export");
+        let result = layout::export::export(&app.cache.store, &asked.selection, Output::Tar(archive), &meter);
+        meter.finish();
         let last = FrameWriter::new(tx);
         let _ = match result {
             Ok(summary) => last.finish(frames::SUMMARY, &summary.text()),
@@ -135,7 +141,10 @@ async fn import(app: Arc<App>, mut body: Incoming) -> Result<Response<Body>> {
     };
     let this = app.clone();
     let importing = tokio::task::spawn_blocking(move || {
-        layout::import::import(&this.cache.store, &this.upstreams, source, &asked.placement)
+        let meter = Meter::log("import");
+        let result = layout::import::import(&this.cache.store, &this.upstreams, source, &asked.placement, &meter);
+        meter.finish();
+        result
     });
     // The tar's frames go to the import as they come; it stops taking them on an error.
     'body: loop {

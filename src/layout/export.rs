@@ -15,6 +15,7 @@ use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::policy::glob::Globs;
+use crate::progress::Meter;
 use crate::store::index::TagEntry;
 use crate::store::Store;
 
@@ -72,9 +73,16 @@ struct Root {
 }
 
 /// Works out what to export, then writes it. Blocking.
-pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
+/// `meter` is told the planned bytes, then counts manifests and blobs as they are written.
+pub fn export(store: &Store, sel: &Selection, out: Output, meter: &Meter) -> Result<Summary> {
     let mark = now_ms();
     let plan = select(store, sel)?;
+    let blob_bytes: u64 = (plan.blobs.iter())
+        .filter_map(|d| store.blobs.size(d).ok().flatten())
+        .sum();
+    meter.set_total(Some(
+        blob_bytes + plan.manifests.values().map(|m| m.len() as u64).sum::<u64>(),
+    ));
     let index = plan.index_json();
     let mut summary = Summary {
         mark,
@@ -104,6 +112,7 @@ pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
     }
     for (d, bytes) in &plan.manifests {
         sink.file(&blob_path(d), bytes.len() as u64, &mut &bytes[..])?;
+        meter.add(bytes.len() as u64);
         summary.manifests += 1;
         summary.bytes += bytes.len() as u64;
     }
@@ -111,12 +120,23 @@ pub fn export(store: &Store, sel: &Selection, out: Output) -> Result<Summary> {
         let blob =
             (store.blobs.committed(d)?).ok_or_else(|| Error::Internal(format!("blob {d} is gone from the store")))?;
         let size = blob.size();
-        sink.file(&blob_path(d), size, &mut blob.reader())?;
+        sink.file(&blob_path(d), size, &mut Counting(blob.reader(), meter))?;
         summary.blobs += 1;
         summary.bytes += size;
     }
     sink.finish()?;
     Ok(summary)
+}
+
+/// A blob's bytes, counted on the meter as the sink reads them.
+struct Counting<'a, R>(R, &'a Meter);
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.add(n as u64);
+        Ok(n)
+    }
 }
 
 fn blob_path(d: &Digest) -> String {

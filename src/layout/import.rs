@@ -14,6 +14,7 @@ use crate::oci::digest::Hasher;
 use crate::oci::manifest::{self, Descriptor};
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
+use crate::progress::Meter;
 use crate::store::blobs::Staged;
 use crate::store::index::{BlobRecord, ManifestRecord, TagRecord};
 use crate::store::Store;
@@ -71,11 +72,18 @@ impl Bundle {
 }
 
 /// Reads, verifies and loads a bundle. Blocking.
-pub fn import(store: &Store, upstreams: &Upstreams, source: Source, placement: &Placement) -> Result<Summary> {
+/// `meter` counts the blob bytes read (its total is the caller's estimate).
+pub fn import(
+    store: &Store,
+    upstreams: &Upstreams,
+    source: Source,
+    placement: &Placement,
+    meter: &Meter,
+) -> Result<Summary> {
     let mut bundle = Bundle::default();
     let read = match source {
-        Source::Dir(dir) => read_dir(store, &dir, &mut bundle),
-        Source::Tar(input) => read_tar(store, input, &mut bundle),
+        Source::Dir(dir) => read_dir(store, &dir, &mut bundle, meter),
+        Source::Tar(input) => read_tar(store, input, &mut bundle, meter),
     };
     let planned = read.and_then(|()| plan(store, upstreams, &bundle, placement));
     match planned {
@@ -91,23 +99,23 @@ fn refused(detail: impl std::fmt::Display) -> Error {
     Error::Internal(format!("bundle refused: {detail}"))
 }
 
-fn read_tar(store: &Store, input: Box<dyn Read + Send>, bundle: &mut Bundle) -> Result<()> {
+fn read_tar(store: &Store, input: Box<dyn Read + Send>, bundle: &mut Bundle, meter: &Meter) -> Result<()> {
     let mut reader = tar::Reader::new(input);
     while let Some(entry) = reader.next_entry().map_err(refused)? {
         if !entry.is_file {
             continue;
         }
         let mut content = reader.content();
-        take(store, &entry.path, &mut content, bundle)?;
+        take(store, &entry.path, &mut content, bundle, meter)?;
         // Whatever the entry held beyond what was read is skipped by the reader.
     }
     Ok(())
 }
 
-fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle) -> Result<()> {
+fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle, meter: &Meter) -> Result<()> {
     for name in ["oci-layout", "index.json"] {
         if let Ok(mut f) = std::fs::File::open(dir.join(name)) {
-            take(store, name, &mut f, bundle)?;
+            take(store, name, &mut f, bundle, meter)?;
         }
     }
     let blobs = dir.join("blobs");
@@ -120,7 +128,7 @@ fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle) -> Result<()> {
                 alg.file_name().to_string_lossy(),
                 file.file_name().to_string_lossy()
             );
-            take(store, &path, &mut std::fs::File::open(file.path())?, bundle)?;
+            take(store, &path, &mut std::fs::File::open(file.path())?, bundle, meter)?;
         }
     }
     Ok(())
@@ -128,7 +136,7 @@ fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle) -> Result<()> {
 
 /// Takes one file of the layout: the two metadata files are kept, blobs are verified
 /// against the digest their path names and staged (or skipped when already cached).
-fn take(store: &Store, path: &str, content: &mut dyn Read, bundle: &mut Bundle) -> Result<()> {
+fn take(store: &Store, path: &str, content: &mut dyn Read, bundle: &mut Bundle, meter: &Meter) -> Result<()> {
     match path {
         "oci-layout" => {
             let mut text = String::new();
@@ -170,6 +178,7 @@ fn take(store: &Store, path: &str, content: &mut dyn Read, bundle: &mut Bundle) 
                     }
                 };
                 hasher.update(&buf[..n]);
+                meter.add(n as u64);
                 if let Some(i) = ingest.as_mut() {
                     if let Err(e) = i.write(&buf[..n]) {
                         if let Some(i) = ingest {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use entrepot::layout::export::{self, Output, Selection};
 use entrepot::layout::import::{self, Placement, Source};
+use entrepot::progress::Meter;
 use entrepot::seed::{self, Puller};
 use http::Method;
 
@@ -47,7 +48,7 @@ async fn seed_all(proxy: &TestProxy, refs: &[&str], referrers: bool) {
 fn export_tar(proxy: &TestProxy, sel: &Selection) -> (Vec<u8>, export::Summary) {
     let path = tempfile::NamedTempFile::new().unwrap();
     let file = std::fs::File::create(path.path()).unwrap();
-    let summary = export::export(&proxy.app.cache.store, sel, Output::Tar(Box::new(file))).unwrap();
+    let summary = export::export(&proxy.app.cache.store, sel, Output::Tar(Box::new(file)), &Meter::none()).unwrap();
     (std::fs::read(path.path()).unwrap(), summary)
 }
 
@@ -57,6 +58,7 @@ fn import_tar(proxy: &TestProxy, bytes: Vec<u8>) -> entrepot::Result<import::Sum
         &proxy.app.upstreams,
         Source::Tar(Box::new(std::io::Cursor::new(bytes))),
         &Placement::default(),
+        &Meter::none(),
     )
 }
 
@@ -223,6 +225,7 @@ async fn a_layout_with_only_a_tag_for_ref_name_is_placed_by_repository() {
         &a.proxy.app.cache.store,
         &Selection::default(),
         Output::Dir(dir.path().to_owned()),
+        &Meter::none(),
     )
     .unwrap();
     // Rewrite index.json as skopeo writes it: ref.name is the bare tag, no other annotation.
@@ -242,6 +245,7 @@ async fn a_layout_with_only_a_tag_for_ref_name_is_placed_by_repository() {
         &b.proxy.app.upstreams,
         Source::Dir(dir.path().to_owned()),
         &Placement::default(),
+        &Meter::none(),
     );
     assert!(none.unwrap_err().to_string().contains("--repository"));
     let placement = Placement {
@@ -253,6 +257,7 @@ async fn a_layout_with_only_a_tag_for_ref_name_is_placed_by_repository() {
         &b.proxy.app.upstreams,
         Source::Dir(dir.path().to_owned()),
         &placement,
+        &Meter::none(),
     )
     .unwrap();
     let got = get(&b.proxy.url("/v2/mirror/app/manifests/stable")).await;
@@ -342,11 +347,22 @@ fn export_and_import_through_running_servers() {
         "{summary}"
     );
     assert_eq!(&archive[..10], b"oci-layout", "a tar whose first entry is oci-layout");
+    // Progress, in a pipe: plain lines, ending with what moved and how fast (no bar).
+    let moved = summary.lines().find(|l| l.starts_with("export: ")).unwrap_or_default();
+    assert!(
+        moved.contains(" in ") && moved.ends_with("/s)") && !summary.contains('\r'),
+        "{summary}"
+    );
     let layout = dir.path().join("layout");
-    a.run(&["export", "--out", layout.to_str().unwrap()], b"");
+    let (_, told) = a.run(&["export", "--out", layout.to_str().unwrap()], b"");
     assert!(layout.join("index.json").is_file());
+    assert!(told.contains("progress in its log"), "{told}");
 
-    let (imported, _) = b.run(&["import", "-"], &archive);
+    let (imported, told) = b.run(&["import", "-"], &archive);
+    assert!(
+        told.lines().any(|l| l.starts_with("import: ") && l.ends_with("/s)")),
+        "{told}"
+    );
     let imported = String::from_utf8_lossy(&imported);
     assert!(
         imported.contains("1 manifest(s), 1 tag(s), 3 new blob(s)"),
