@@ -100,16 +100,20 @@ fn refused(detail: impl std::fmt::Display) -> Error {
 }
 
 fn read_tar(store: &Store, input: Box<dyn Read + Send>, bundle: &mut Bundle, meter: &Meter) -> Result<()> {
-    let mut reader = tar::Reader::new(input);
-    while let Some(entry) = reader.next_entry().map_err(refused)? {
-        if !entry.is_file {
-            continue;
-        }
-        let mut content = reader.content();
-        take(store, &entry.path, &mut content, bundle, meter)?;
-        // Whatever the entry held beyond what was read is skipped by the reader.
+    // `take` returns our errors; the reader wants io errors: carry ours through and back.
+    let mut failed = None;
+    let read = tar::read_files(input, |path, content| {
+        take(store, path, content, bundle, meter).map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            failed = Some(e);
+            io
+        })
+    });
+    match (read, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(refused(e)),
+        (Ok(()), None) => Ok(()),
     }
-    Ok(())
 }
 
 fn read_dir(store: &Store, dir: &Path, bundle: &mut Bundle, meter: &Meter) -> Result<()> {

@@ -1,264 +1,101 @@
-//! A streaming tar (ustar) writer and reader, enough for OCI image layouts: regular files
-//! and directories, GNU base-256 sizes for blobs of 8 GiB and more, and on reading the pax
-//! and GNU long-name headers other tools write. Nothing is buffered beyond one block.
+//! Tar archives of OCI image layouts, through the `tar` crate (which reads the pax and GNU
+//! long-name headers other tools write, and writes sizes of 8 GiB and more in base-256).
+//! What this adds: the shape the layout code needs (directories, files of a known size,
+//! regular files only on reading, `./` prefixes dropped) and exact sizes both ways: a file
+//! shorter than its header says is an error, never a silently short archive or blob.
 
 use std::io::{self, Read, Write};
 
-const BLOCK: usize = 512;
+use tar::{Archive, Builder, EntryType, Header};
 
 pub struct Writer<W: Write> {
-    out: W,
+    out: Builder<W>,
 }
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Writer { out }
+        Writer { out: Builder::new(out) }
     }
 
     pub fn dir(&mut self, path: &str) -> io::Result<()> {
-        let h = header(&format!("{}/", path.trim_end_matches('/')), 0, b'5', 0o755)?;
-        self.out.write_all(&h)
+        let mut h = header(EntryType::Directory, 0, 0o755);
+        self.out
+            .append_data(&mut h, format!("{}/", path.trim_end_matches('/')), io::empty())
     }
 
     /// Appends a file of exactly `size` bytes read from `content`.
     pub fn file(&mut self, path: &str, size: u64, content: impl Read) -> io::Result<()> {
-        self.out.write_all(&header(path, size, b'0', 0o644)?)?;
-        let copied = io::copy(&mut content.take(size), &mut self.out)?;
-        if copied != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{path}: {copied} of {size} bytes"),
-            ));
+        let mut h = header(EntryType::Regular, size, 0o644);
+        self.out.append_data(&mut h, path, Exact::new(content, size, path))
+    }
+
+    /// Writes the end-of-archive marker and returns the output, flushed.
+    pub fn finish(self) -> io::Result<W> {
+        let mut out = self.out.into_inner()?;
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+/// A GNU header (base-256 sizes for 8 GiB and more), reproducible: no time, no owner.
+fn header(kind: EntryType, size: u64, mode: u32) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h
+}
+
+/// Calls `each` with the path and content of every regular file of the archive, in order.
+/// A truncated or malformed archive is an error.
+pub fn read_files(input: impl Read, mut each: impl FnMut(&str, &mut dyn Read) -> io::Result<()>) -> io::Result<()> {
+    let mut archive = Archive::new(input);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !matches!(entry.header().entry_type(), EntryType::Regular | EntryType::Continuous) {
+            continue;
         }
-        self.pad(size)
+        let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
+        let size = entry.size();
+        each(&path, &mut Exact::new(&mut entry, size, &path))?;
     }
-
-    fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % BLOCK as u64) as usize;
-        if rem != 0 {
-            self.out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
-        }
-        Ok(())
-    }
-
-    /// Writes the end-of-archive marker and returns the output.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.write_all(&[0u8; 2 * BLOCK])?;
-        self.out.flush()?;
-        Ok(self.out)
-    }
+    Ok(())
 }
 
-fn header(path: &str, size: u64, kind: u8, mode: u32) -> io::Result<[u8; BLOCK]> {
-    let mut h = [0u8; BLOCK];
-    let name = path.as_bytes();
-    if name.len() > 100 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("tar path too long: {path}"),
-        ));
-    }
-    h[..name.len()].copy_from_slice(name);
-    octal(&mut h[100..108], mode as u64);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    if size < 8u64.pow(11) {
-        octal(&mut h[124..136], size);
-    } else {
-        // GNU base-256: a set high bit, then the size big-endian.
-        h[124] = 0x80;
-        h[128..136].copy_from_slice(&size.to_be_bytes());
-    }
-    octal(&mut h[136..148], 0);
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    let chk = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(chk.as_bytes());
-    Ok(h)
-}
-
-/// Zero-padded octal, NUL-terminated, filling the field.
-fn octal(field: &mut [u8], v: u64) {
-    let s = format!("{v:0width$o}\0", width = field.len() - 1);
-    field.copy_from_slice(s.as_bytes());
-}
-
-/// One entry of an archive being read.
-pub struct Entry {
-    pub path: String,
-    pub size: u64,
-    pub is_file: bool,
-}
-
-/// Reads entries one after the other; the caller reads each file's content through
-/// `content()` before asking for the next entry.
-pub struct Reader<R: Read> {
-    input: R,
-    /// Content bytes of the current entry not read yet, and its padding.
+/// At most `left` bytes of `inner`, and an error if it ends before them.
+struct Exact<'p, R> {
+    inner: R,
     left: u64,
-    padding: u64,
+    path: &'p str,
 }
 
-impl<R: Read> Reader<R> {
-    pub fn new(input: R) -> Self {
-        Reader {
-            input,
-            left: 0,
-            padding: 0,
+impl<'p, R: Read> Exact<'p, R> {
+    fn new(inner: R, size: u64, path: &'p str) -> Self {
+        Exact {
+            inner,
+            left: size,
+            path,
         }
-    }
-
-    /// The next entry, or `None` at the end of the archive.
-    pub fn next_entry(&mut self) -> io::Result<Option<Entry>> {
-        let mut long_name: Option<String> = None;
-        loop {
-            self.skip_rest()?;
-            let mut h = [0u8; BLOCK];
-            match read_full(&mut self.input, &mut h)? {
-                0 => return Ok(None),
-                BLOCK => {}
-                _ => return Err(truncated()),
-            }
-            if h.iter().all(|&b| b == 0) {
-                return Ok(None);
-            }
-            let stored: u32 = parse_octal(&h[148..156]).ok_or_else(|| bad("bad header checksum field"))? as u32;
-            let mut sum_block = h;
-            sum_block[148..156].copy_from_slice(b"        ");
-            if sum_block.iter().map(|&b| b as u32).sum::<u32>() != stored {
-                return Err(bad("header checksum mismatch"));
-            }
-            let size = parse_size(&h[124..136]).ok_or_else(|| bad("bad size field"))?;
-            self.left = size;
-            self.padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
-            let kind = h[156];
-            match kind {
-                // pax extended header / GNU long name: they name the next entry.
-                b'x' | b'L' => {
-                    let mut data = Vec::new();
-                    (&mut self.input).take(size.min(1 << 20)).read_to_end(&mut data)?;
-                    self.left -= data.len() as u64;
-                    long_name = if kind == b'L' {
-                        Some(String::from_utf8_lossy(&data).trim_end_matches('\0').to_owned())
-                    } else {
-                        pax_path(&data).or(long_name)
-                    };
-                    continue;
-                }
-                b'g' => continue,
-                _ => {}
-            }
-            let path = match long_name.take() {
-                Some(p) => p,
-                None => {
-                    let name = cstr(&h[0..100]);
-                    let prefix = cstr(&h[345..500]);
-                    if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    }
-                }
-            };
-            let path = path.trim_start_matches("./").to_owned();
-            return Ok(Some(Entry {
-                path,
-                size,
-                is_file: kind == b'0' || kind == 0,
-            }));
-        }
-    }
-
-    /// The current entry's content.
-    pub fn content(&mut self) -> impl Read + '_ {
-        ContentReader { reader: self }
-    }
-
-    fn skip_rest(&mut self) -> io::Result<()> {
-        let skip = self.left + self.padding;
-        let skipped = io::copy(&mut (&mut self.input).take(skip), &mut io::sink())?;
-        if skipped != skip {
-            return Err(truncated());
-        }
-        self.left = 0;
-        self.padding = 0;
-        Ok(())
     }
 }
 
-struct ContentReader<'a, R: Read> {
-    reader: &'a mut Reader<R>,
-}
-
-impl<R: Read> Read for ContentReader<'_, R> {
+impl<R: Read> Read for Exact<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.reader.left == 0 {
+        if self.left == 0 {
             return Ok(0);
         }
-        let max = buf.len().min(self.reader.left as usize);
-        let n = self.reader.input.read(&mut buf[..max])?;
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(truncated());
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: {} bytes short of its size", self.path, self.left),
+            ));
         }
-        self.reader.left -= n as u64;
+        self.left -= n as u64;
         Ok(n)
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-fn parse_octal(b: &[u8]) -> Option<u64> {
-    let s = cstr(b);
-    let s = s.trim();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
-}
-
-fn parse_size(b: &[u8]) -> Option<u64> {
-    if b[0] & 0x80 != 0 {
-        let mut v: u64 = (b[0] & 0x7f) as u64;
-        for &c in &b[1..] {
-            v = v.checked_mul(256)?.checked_add(c as u64)?;
-        }
-        return Some(v);
-    }
-    parse_octal(b)
-}
-
-/// The `path` record of a pax header (`<len> path=<value>\n`).
-fn pax_path(data: &[u8]) -> Option<String> {
-    String::from_utf8_lossy(data).lines().find_map(|l| {
-        l.split_once(' ')
-            .and_then(|(_, kv)| kv.strip_prefix("path="))
-            .map(str::to_owned)
-    })
-}
-
-fn truncated() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "the archive is truncated")
-}
-
-fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("not a tar archive: {what}"))
 }
 
 #[cfg(test)]
@@ -266,21 +103,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn files(bytes: &[u8]) -> io::Result<Vec<(String, usize)>> {
+        let mut seen = Vec::new();
+        read_files(bytes, |path, content| {
+            let mut all = Vec::new();
+            content.read_to_end(&mut all)?;
+            seen.push((path.to_owned(), all.len()));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
     proptest! {
         #[test]
         fn reading_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let mut r = Reader::new(&bytes[..]);
-            for _ in 0..8 {
-                match r.next_entry() {
-                    Ok(Some(_)) => {
-                        let mut sink = Vec::new();
-                        if r.content().read_to_end(&mut sink).is_err() {
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-            }
+            let _ = files(&bytes);
         }
     }
 
@@ -292,42 +129,38 @@ mod tests {
         w.file("blobs/sha256/x", 600, &vec![7u8; 600][..]).unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(bytes.len() % 512, 0);
-        let mut r = Reader::new(&bytes[..]);
-        let mut seen = Vec::new();
-        while let Some(e) = r.next_entry().unwrap() {
-            let mut content = Vec::new();
-            r.content().read_to_end(&mut content).unwrap();
-            seen.push((e.path, e.is_file, content.len()));
-        }
         assert_eq!(
-            seen,
-            [
-                ("blobs/".into(), false, 0),
-                ("oci-layout".into(), true, 5),
-                ("blobs/sha256/x".into(), true, 600)
-            ]
+            files(&bytes).unwrap(),
+            [("oci-layout".into(), 5), ("blobs/sha256/x".into(), 600)]
         );
     }
 
     #[test]
-    fn truncation_and_garbage_are_errors() {
-        let mut w = Writer::new(Vec::new());
-        w.file("a", 2000, &vec![1u8; 2000][..]).unwrap();
-        let bytes = w.finish().unwrap();
-        let mut r = Reader::new(&bytes[..1024]);
-        let e = r.next_entry().unwrap().unwrap();
-        assert_eq!(e.size, 2000);
-        let mut sink = Vec::new();
-        assert!(r.content().read_to_end(&mut sink).is_err());
-        let mut r = Reader::new(&[1u8; 512][..]);
-        assert!(r.next_entry().is_err());
+    fn long_names_and_dot_prefixes_read_as_other_tools_write_them() {
+        let long = format!("blobs/sha512/{}", "a".repeat(128));
+        let mut b = Builder::new(Vec::new());
+        for path in [long.as_str(), "./index.json"] {
+            let mut h = header(EntryType::Regular, 3, 0o644);
+            b.append_data(&mut h, path, &b"abc"[..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        assert_eq!(files(&bytes).unwrap(), [(long, 3), ("index.json".into(), 3)]);
     }
 
     #[test]
-    fn large_sizes_use_base_256() {
-        let h = header("big", 10 << 30, b'0', 0o644).unwrap();
-        assert_eq!(parse_size(&h[124..136]), Some(10 << 30));
-        let h = header("small", 1234, b'0', 0o644).unwrap();
-        assert_eq!(parse_size(&h[124..136]), Some(1234));
+    fn short_content_and_truncation_are_errors() {
+        let mut w = Writer::new(Vec::new());
+        assert!(w.file("a", 10, &b"only5"[..]).is_err(), "a file shorter than its size");
+        let mut w = Writer::new(Vec::new());
+        w.file("a", 2000, &vec![1u8; 2000][..]).unwrap();
+        let bytes = w.finish().unwrap();
+        assert!(files(&bytes[..1024]).is_err(), "cut inside the content");
+        assert!(files(&[1u8; 512][..]).is_err(), "not a tar header");
+    }
+
+    #[test]
+    fn large_sizes_fit() {
+        let h = header(EntryType::Regular, 10 << 30, 0o644);
+        assert_eq!(h.size().unwrap(), 10 << 30);
     }
 }
