@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot functions (criterion):
 //! digest hashing throughput, the sled index with a million records (get, put, full scan),
-//! reference parsing and routing, manifest parsing.
+//! reference parsing and routing, manifest parsing, counting a request in the metrics,
+//! matching policy globs.
 //!
 //! ```sh
 //! cargo bench --bench hot
@@ -110,5 +111,38 @@ fn manifests(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hashing, index, routing, manifests);
+/// What every request pays to be counted, and what a policy rule pays per glob.
+fn counting_and_globs(c: &mut Criterion) {
+    let metrics = entrepot::metrics::Metrics::default();
+    let statuses = ["200", "404", "200", "304"];
+    let mut i = 0;
+    c.bench_function("counter_add_3_labels", |b| {
+        b.iter(|| {
+            i += 1;
+            let labels = [("route", "manifest"), ("method", "GET"), ("status", statuses[i % 4])];
+            metrics.requests.add(black_box(&labels), 1)
+        })
+    });
+    let cases = [
+        (
+            "application/vnd.sylabs.sif.*",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+        ("ghcr.io/myorg/*", "ghcr.io/myorg/team/app"),
+        ("*/library/*", "docker.io/library/alpine"),
+        (
+            "application/vnd.oci.image.layer.v1.tar*",
+            "application/vnd.sylabs.sif.config.v1+json",
+        ),
+    ];
+    c.bench_function("glob_match", |b| {
+        b.iter(|| {
+            (cases.iter())
+                .filter(|(p, t)| entrepot::policy::glob::matches(black_box(p), black_box(t)))
+                .count()
+        })
+    });
+}
+
+criterion_group!(benches, hashing, index, routing, manifests, counting_and_globs);
 criterion_main!(benches);

@@ -1,11 +1,18 @@
 //! Prometheus metrics in the text exposition format. A handful of families, kept in maps
 //! behind short locks; no metrics crate, no global registry (tests each get their own).
 //!
+//! Why not `prometheus-client` (measured 2026-11-30): counting one request (three labels)
+//! costs 43 ns here (`cargo bench --bench hot -- counter_add`; it was 107 ns when every add
+//! built an owned key), and in a same-run timing loop of 2 M adds its `Family` took
+//! 56–98 ns where this code took 35–37 ns. A `Family` also cannot be read back (no
+//! iteration over its label sets), and the status page, `cache stats` and `policy check`
+//! read these counters. The text is held to Prometheus' own linter instead: the test suite
+//! runs `promtool check metrics` on a live `/metrics`.
+//!
 //! Counters are named `entrepot_<subsystem>_<what>_total`; gauges read when scraped
 //! (transfers in flight, store bytes) come from `cache::Cache::gauges`, rendered beside
 //! these by `http::health`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,43 +21,81 @@ use crate::sync::Locked;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The series of one family. Families are small (tens of series: routes × statuses,
+/// upstreams × results), so a scan that compares the labels as given finds a series
+/// faster than hashing them would, and counting on a series that exists allocates nothing.
+struct SeriesMap<T>(Mutex<Vec<(Labels, T)>>);
+
+fn same(have: &Labels, labels: &[(&'static str, &str)]) -> bool {
+    have.len() == labels.len() && have.iter().zip(labels).all(|((a, x), (b, y))| a == b && x == y)
+}
+
+impl<T: Default + Clone> SeriesMap<T> {
+    fn new() -> Self {
+        SeriesMap(Mutex::new(Vec::new()))
+    }
+
+    /// Runs `f` on the series of `labels`, created at its default when new.
+    fn update<R>(&self, labels: &[(&'static str, &str)], f: impl FnOnce(&mut T) -> R) -> R {
+        let mut all = self.0.locked();
+        if let Some(at) = all.iter().position(|(have, _)| same(have, labels)) {
+            return f(&mut all[at].1);
+        }
+        let owned: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        all.push((owned, T::default()));
+        let (_, value) = all.last_mut().expect("just pushed");
+        f(value)
+    }
+
+    /// The value of `labels`' series, if there is one.
+    fn get(&self, labels: &[(&'static str, &str)]) -> Option<T> {
+        let all = self.0.locked();
+        all.iter().find(|(have, _)| same(have, labels)).map(|(_, v)| v.clone())
+    }
+
+    /// Every series, in label order (the exposition is stable from scrape to scrape).
+    fn sorted(&self) -> Vec<(Labels, T)> {
+        let mut all = self.0.locked().clone();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
 /// A counter family: one value per label set.
 pub struct Counter {
     name: &'static str,
     help: &'static str,
-    values: Mutex<BTreeMap<Labels, u64>>,
+    values: SeriesMap<u64>,
 }
 
 impl Counter {
-    const fn new(name: &'static str, help: &'static str) -> Counter {
+    fn new(name: &'static str, help: &'static str) -> Counter {
         Counter {
             name,
             help,
-            values: Mutex::new(BTreeMap::new()),
+            values: SeriesMap::new(),
         }
     }
 
     pub fn add(&self, labels: &[(&'static str, &str)], n: u64) {
-        let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        *self.values.locked().entry(key).or_insert(0) += n;
+        self.values.update(labels, |v| *v += n);
     }
 
     pub fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
-        let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        self.values.locked().get(&key).copied().unwrap_or(0)
+        self.values.get(labels).unwrap_or(0)
     }
 
     /// Every series with its labels' values, in label order.
     pub fn series(&self) -> Vec<(Vec<String>, u64)> {
-        (self.values.locked().iter())
-            .map(|(labels, v)| (labels.iter().map(|(_, l)| l.clone()).collect(), *v))
+        (self.values.sorted().into_iter())
+            .map(|(labels, v)| (labels.into_iter().map(|(_, l)| l).collect(), v))
             .collect()
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
-        for (labels, v) in self.values.locked().iter() {
-            let _ = writeln!(out, "{}{} {v}", self.name, render_labels(labels, None));
+        for (labels, v) in self.values.sorted() {
+            let _ = writeln!(out, "{}{} {v}", self.name, render_labels(&labels, None));
         }
     }
 }
@@ -70,30 +115,29 @@ struct Series {
 pub struct Histogram {
     name: &'static str,
     help: &'static str,
-    series: Mutex<BTreeMap<Labels, Series>>,
+    series: SeriesMap<Series>,
 }
 
 impl Histogram {
-    const fn new(name: &'static str, help: &'static str) -> Histogram {
+    fn new(name: &'static str, help: &'static str) -> Histogram {
         Histogram {
             name,
             help,
-            series: Mutex::new(BTreeMap::new()),
+            series: SeriesMap::new(),
         }
     }
 
     pub fn observe(&self, labels: &[(&'static str, &str)], d: Duration) {
-        let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let secs = d.as_secs_f64();
-        let mut series = self.series.locked();
-        let s = series.entry(key).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                s.counts[i] += 1;
+        self.series.update(labels, |s| {
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    s.counts[i] += 1;
+                }
             }
-        }
-        s.sum += secs;
-        s.count += 1;
+            s.sum += secs;
+            s.count += 1;
+        });
     }
 
     fn render(&self, out: &mut String) {
@@ -102,7 +146,8 @@ impl Histogram {
             "# HELP {} {}\n# TYPE {} histogram",
             self.name, self.help, self.name
         );
-        for (labels, s) in self.series.locked().iter() {
+        for (labels, s) in self.series.sorted() {
+            let labels = &labels;
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,

@@ -1,6 +1,13 @@
 //! Globs for policy and retention fields: `*` matches any run of characters (`/` included),
 //! `?` one character; everything else matches itself. A field takes one glob or a list of
 //! them, and matches when any of them does.
+//!
+//! Why not `globset` (measured 2026-11-30, same-run timing loop of 2 M matches of policy
+//! patterns against media types and repository names): 29–34 ns per match here, 58–87 ns
+//! with globset, which also compiles every glob to a regular expression (0.36 ms for five,
+//! and regex-automata, aho-corasick and bstr in the build) and gives `[`, `{`, `**` and `\`
+//! meanings this config never promised: a media type glob such as `*+json` means the same
+//! text on every release. `cargo bench --bench hot -- glob_match` keeps the number.
 
 use serde::{Deserialize, Serialize};
 
