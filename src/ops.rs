@@ -129,7 +129,10 @@ pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Resul
                 Arc::new(seed::Puller(app.clone())),
                 references,
                 opts,
-                move |done, total, r, result| progress.show(done, total, r, result.is_ok()),
+                move |done, total, r, result| {
+                    let bytes = result.as_ref().map_or(0, |c| c.bytes);
+                    progress.show(done, total, r, result.is_ok(), bytes)
+                },
             )
             .await;
             app.cache.flush().await;
@@ -158,29 +161,48 @@ pub async fn seed(config: Config, args: &[String], opts: seed::Options) -> Resul
     Ok((out, all_ok))
 }
 
-/// A seed's progress on standard error: one updating line on a terminal, a line per
-/// reference otherwise.
-#[derive(Clone, Copy)]
+/// A seed's progress on standard error: on a terminal a bar over the references with the
+/// bytes brought in and their rate; otherwise a line per reference with the same.
 struct Progress {
-    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
+    bytes: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Progress {
     fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            let style = indicatif::ProgressStyle::with_template("seed [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar
+        });
         Progress {
-            terminal: std::io::stderr().is_terminal(),
+            bar,
+            bytes: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 
-    fn show(&self, done: usize, total: usize, reference: &str, ok: bool) {
+    fn show(&self, done: usize, total: usize, reference: &str, ok: bool, bytes: u64) {
+        use indicatif::HumanBytes;
+        let all = self.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+        let rate = all as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         let state = if ok { "done" } else { "FAILED" };
-        if self.terminal {
-            eprint!("\r\x1b[2K[{done}/{total}] {state}: {reference}");
-            if done == total {
-                eprintln!();
+        let moved = format!("{} at {}/s", HumanBytes(all), HumanBytes(rate as u64));
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("{moved}, last {state}: {reference}"));
+                if done == total {
+                    bar.finish_and_clear();
+                    eprintln!("seed: {total} reference(s), {moved}");
+                }
             }
-        } else {
-            eprintln!("[{done}/{total}] {state}: {reference}");
+            None => eprintln!("[{done}/{total}] {state}: {reference} ({}; {moved})", HumanBytes(bytes)),
         }
     }
 }
@@ -229,7 +251,8 @@ async fn seed_on_server(
                     total,
                     reference,
                     ok,
-                }) => progress.show(done, total, &reference, ok),
+                    bytes,
+                }) => progress.show(done, total, &reference, ok, bytes),
                 Ok(seed::Report::Result {
                     reference,
                     counts,

@@ -50,6 +50,9 @@ pub enum Report {
         total: usize,
         reference: String,
         ok: bool,
+        /// Bytes that reference brought into the cache.
+        #[serde(default)]
+        bytes: u64,
     },
     Result {
         reference: String,

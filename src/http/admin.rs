@@ -214,6 +214,7 @@ async fn seed(app: Arc<App>, body: Incoming) -> Result<Response<Body>> {
                     total,
                     reference: reference.to_owned(),
                     ok: result.is_ok(),
+                    bytes: result.as_ref().map_or(0, |c| c.bytes),
                 };
                 let _ = progress.send(report(&progress_report));
             },

@@ -340,7 +340,15 @@ fn export_and_import_through_running_servers() {
     let mut site_a = a.serve(a_port);
     let mut site_b = b.serve(b_port);
 
-    a.run(&["seed", "reg.test/team/app:v1"], b"");
+    let (_, seeded) = a.run(&["seed", "reg.test/team/app:v1"], b"");
+    let line = seeded
+        .lines()
+        .find(|l| l.starts_with("[1/1] done: reg.test/team/app:v1 ("))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" KiB at ") && line.ends_with("/s)"),
+        "bytes and rate: {seeded}"
+    );
     let (archive, summary) = a.run(&["export", "--out", "-"], b"");
     assert!(
         summary.contains("exported 1 manifest(s) (1 tag(s)), 3 blob(s)"),
