@@ -38,6 +38,11 @@ pub enum Format {
     Json,
 }
 
+thread_local! {
+    /// Where a line is formatted before it is copied into the shared buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The installed log: where lines go and in which format.
 static LOG: OnceLock<(Arc<Shared>, Format)> = OnceLock::new();
 
@@ -122,38 +127,46 @@ pub fn access(line: &Access<'_>) {
 }
 
 fn write_access(out: &mut Vec<u8>, format: Format, now: SystemTime, a: &Access<'_>) {
-    let ms = a.elapsed.as_secs_f64() * 1000.0;
     match format {
         Format::Text => {
             timestamp(out, now);
-            let _ = write!(
-                out,
-                "  INFO entrepot::access: served peer={} method={} path={}",
-                a.peer, a.method, a.path
-            );
-            if let Some(q) = a.query {
-                let _ = write!(out, " query={q}");
-            }
-            let _ = write!(out, " route={} status={} bytes=", a.route, a.status);
-            match a.bytes {
-                Some(b) => {
-                    let _ = write!(out, "{b}");
+            out.extend_from_slice(b"  INFO entrepot::access: served peer=");
+            let _ = write!(out, "{}", a.peer);
+            for (key, value) in [
+                (&b" method="[..], Some(a.method)),
+                (b" path=", Some(a.path)),
+                (b" query=", a.query),
+            ] {
+                if let Some(v) = value {
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(v.as_bytes());
                 }
+            }
+            out.extend_from_slice(b" route=");
+            out.extend_from_slice(a.route.as_bytes());
+            out.extend_from_slice(b" status=");
+            digits(out, u64::from(a.status));
+            out.extend_from_slice(b" bytes=");
+            match a.bytes {
+                Some(b) => digits(out, b),
                 None => out.push(b'-'),
             }
             if let Some(c) = a.cache {
-                let _ = write!(out, " cache={c}");
+                out.extend_from_slice(b" cache=");
+                out.extend_from_slice(c.as_bytes());
             }
-            let _ = writeln!(out, " duration_ms={ms:.3}");
+            out.extend_from_slice(b" duration_ms=");
+            millis(out, a.elapsed);
+            out.push(b'\n');
         }
         Format::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
             timestamp(out, now);
-            let _ = write!(
-                out,
-                "\",\"level\":\"INFO\",\"target\":\"entrepot::access\",\"fields\":{{\"message\":\"served\",\"peer\":\"{}\",\"method\":",
-                a.peer
+            out.extend_from_slice(
+                b"\",\"level\":\"INFO\",\"target\":\"entrepot::access\",\"fields\":{\"message\":\"served\",\"peer\":\"",
             );
+            let _ = write!(out, "{}", a.peer);
+            out.extend_from_slice(b"\",\"method\":");
             json_str(out, a.method);
             out.extend_from_slice(b",\"path\":");
             json_str(out, a.path);
@@ -161,20 +174,52 @@ fn write_access(out: &mut Vec<u8>, format: Format, now: SystemTime, a: &Access<'
                 out.extend_from_slice(b",\"query\":");
                 json_str(out, q);
             }
-            let _ = write!(out, ",\"route\":\"{}\",\"status\":{},\"bytes\":", a.route, a.status);
+            out.extend_from_slice(b",\"route\":\"");
+            out.extend_from_slice(a.route.as_bytes());
+            out.extend_from_slice(b"\",\"status\":");
+            digits(out, u64::from(a.status));
+            out.extend_from_slice(b",\"bytes\":");
             match a.bytes {
-                Some(b) => {
-                    let _ = write!(out, "{b}");
-                }
+                Some(b) => digits(out, b),
                 None => out.extend_from_slice(b"null"),
             }
             if let Some(c) = a.cache {
                 out.extend_from_slice(b",\"cache\":");
                 json_str(out, c);
             }
-            let _ = writeln!(out, ",\"duration_ms\":{ms:.3}}}}}");
+            out.extend_from_slice(b",\"duration_ms\":");
+            millis(out, a.elapsed);
+            out.extend_from_slice(b"}}\n");
         }
     }
+}
+
+/// A number in decimal, without the formatting machinery (a line has several).
+fn digits(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// A duration in milliseconds with three decimals ("1.500").
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    digits(out, micros / 1000);
+    out.push(b'.');
+    let frac = micros % 1000;
+    out.extend_from_slice(&[
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// A JSON string literal; a path is the client's text and may hold anything.
@@ -188,14 +233,29 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        since.subsec_micros()
-    );
+    let fields = [
+        (y.clamp(0, 9999) as u64, 4, b'-'),
+        (u64::from(m), 2, b'-'),
+        (u64::from(d), 2, b'T'),
+        (s / 3600, 2, b':'),
+        (s / 60 % 60, 2, b':'),
+        (s % 60, 2, b'.'),
+        (u64::from(since.subsec_micros()), 6, b'Z'),
+    ];
+    for (value, width, then) in fields {
+        padded(out, value, width);
+        out.push(then);
+    }
+}
+
+/// `n` in exactly `width` decimal digits (zero-padded; `n` fits).
+fn padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for at in (start..start + width).rev() {
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
@@ -240,19 +300,24 @@ impl Shared {
             let _ = io::stderr().write_all(&out);
             return;
         }
-        let mut pending = self.pending.locked();
-        let was_empty = pending.is_empty();
-        let before = pending.len();
-        line(&mut pending);
-        if pending.len() > MAX_PENDING {
-            pending.truncate(before);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        drop(pending);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        // Formatted outside the lock, into this thread's scratch buffer: the lock is held
+        // for a copy only.
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            line(scratch);
+            let mut pending = self.pending.locked();
+            if pending.len() + scratch.len() > MAX_PENDING {
+                drop(pending);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let was_empty = pending.is_empty();
+            pending.extend_from_slice(scratch);
+            drop(pending);
+            if was_empty {
+                self.wake.notify_one();
+            }
+        });
     }
 
     /// The writer thread: waits for a first line, lets more gather, writes them all.
@@ -347,6 +412,26 @@ mod tests {
         assert_eq!(v["fields"]["bytes"], 42);
         assert_eq!(v["fields"]["cache"], "hit");
         assert_eq!(v["fields"]["duration_ms"], 1.5);
+    }
+
+    #[test]
+    fn numbers_are_written_as_fmt_would() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 65_535, u64::MAX] {
+            out.clear();
+            digits(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for (d, text) in [
+            (0, "0.000"),
+            (999, "0.999"),
+            (1_000, "1.000"),
+            (12_345_678, "12345.678"),
+        ] {
+            out.clear();
+            millis(&mut out, Duration::from_micros(d));
+            assert_eq!(String::from_utf8_lossy(&out), text);
+        }
     }
 
     #[test]
