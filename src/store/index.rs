@@ -147,10 +147,17 @@ pub struct Index {
     allowed_blobs: sled::Tree,
     links: sled::Tree,
     access: Mutex<HashMap<Digest, (u64, u64)>>,
+    /// Tag records as stored, by key: a by-tag hit reads no tree and parses no JSON. Every
+    /// read and write of a tag goes through this lock (a miss reads the tree under it), so
+    /// the copy is never older than the tree.
+    tag_cache: Mutex<HashMap<Vec<u8>, TagRecord>>,
     /// Bumped when a tag or manifest record appears or goes: the repositories the index
     /// holds may have changed. Lets the catalog be recomputed only then.
     names_changed: std::sync::atomic::AtomicU64,
 }
+
+/// Tag records kept in memory at most (~200 bytes each); past it the copy starts over.
+const TAG_CACHE_ENTRIES: usize = 100_000;
 
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
@@ -228,6 +235,7 @@ impl Index {
             allowed_blobs: db.open_tree("allowed_blobs")?,
             links: db.open_tree("links")?,
             access: Mutex::new(HashMap::new()),
+            tag_cache: Mutex::new(HashMap::new()),
             names_changed: std::sync::atomic::AtomicU64::new(0),
             db,
         };
@@ -497,9 +505,11 @@ impl MetaStore for Index {
 
     fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize> {
         let mut n = 0;
+        let mut cache = self.tag_cache.locked();
         for kv in self.tags.iter() {
             let (k, v) = kv?;
             if serde_json::from_slice::<TagRecord>(&v).is_ok_and(|t| gone.contains(&t.digest)) {
+                cache.remove(k.as_ref());
                 self.tags.remove(k)?;
                 n += 1;
             }
@@ -557,18 +567,37 @@ impl MetaStore for Index {
     // === tags ===
 
     fn tag(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<Option<TagRecord>> {
-        get(&self.tags, key(&[upstream, repo, tag, class]))
+        let k = key(&[upstream, repo, tag, class]);
+        let mut cache = self.tag_cache.locked();
+        if let Some(r) = cache.get(&k) {
+            return Ok(Some(r.clone()));
+        }
+        let found: Option<TagRecord> = get(&self.tags, &k)?;
+        if let Some(r) = &found {
+            if cache.len() >= TAG_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(k, r.clone());
+        }
+        Ok(found)
     }
 
     fn put_tag(&self, upstream: &str, repo: &str, tag: &str, class: &str, r: &TagRecord) -> Result<()> {
-        if put(&self.tags, key(&[upstream, repo, tag, class]), r)? {
+        let k = key(&[upstream, repo, tag, class]);
+        let mut cache = self.tag_cache.locked();
+        cache.remove(&k);
+        if put(&self.tags, k.clone(), r)? {
             self.names_changed();
         }
+        cache.insert(k, r.clone());
         Ok(())
     }
 
     fn remove_tag_class(&self, upstream: &str, repo: &str, tag: &str, class: &str) -> Result<()> {
-        if self.tags.remove(key(&[upstream, repo, tag, class]))?.is_some() {
+        let k = key(&[upstream, repo, tag, class]);
+        let mut cache = self.tag_cache.locked();
+        cache.remove(&k);
+        if self.tags.remove(k)?.is_some() {
             self.names_changed();
         }
         Ok(())
@@ -576,8 +605,11 @@ impl MetaStore for Index {
 
     fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<()> {
         let prefix = key(&[upstream, repo, tag, ""]);
+        let mut cache = self.tag_cache.locked();
         for k in self.tags.scan_prefix(prefix).keys() {
-            self.tags.remove(k?)?;
+            let k = k?;
+            cache.remove(k.as_ref());
+            self.tags.remove(k)?;
             self.names_changed();
         }
         Ok(())
@@ -715,6 +747,42 @@ mod tests {
             hits: 0,
             upstream: "u".into(),
         }
+    }
+
+    #[test]
+    fn the_tag_copy_in_memory_follows_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let tag = |d: &Digest| TagRecord {
+            digest: d.clone(),
+            media_type: "m".into(),
+            fetched_at: 1,
+            validated_at: 2,
+        };
+        let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap(), None);
+        idx.put_tag("u", "r", "t", "all", &tag(&a)).unwrap();
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap().unwrap().digest, a);
+        idx.put_tag("u", "r", "t", "all", &tag(&b)).unwrap();
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap().unwrap().digest, b, "a moved tag");
+        idx.remove_tag_class("u", "r", "t", "all").unwrap();
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap(), None);
+        idx.put_tag("u", "r", "t", "all", &tag(&a)).unwrap();
+        idx.put_tag("u", "r", "t", "oci", &tag(&a)).unwrap();
+        idx.remove_tags_resolving_to(&[a.clone()].into()).unwrap();
+        assert_eq!(
+            idx.tag("u", "r", "t", "oci").unwrap(),
+            None,
+            "evicted with its manifest"
+        );
+        idx.put_tag("u", "r", "t", "all", &tag(&b)).unwrap();
+        assert!(idx.tag("u", "r", "t", "all").unwrap().is_some());
+        idx.remove_tag("u", "r", "t").unwrap();
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap(), None);
+        // What another process wrote is read from the tree once it is not in memory.
+        drop(idx);
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        assert_eq!(idx.tag("u", "r", "t", "all").unwrap(), None);
     }
 
     #[test]
