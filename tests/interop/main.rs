@@ -15,6 +15,8 @@
 
 #[path = "../common/certs.rs"]
 mod certs;
+#[path = "../common/html.rs"]
+mod html;
 mod metrics;
 mod mixed;
 mod pulls;

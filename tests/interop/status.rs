@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::html::text_of;
 use crate::support::*;
 
 /// Chromium, headless, as this machine allows it (no sandbox as root, no background
@@ -44,33 +45,6 @@ fn hit_ratio(metrics: &str) -> String {
     }
     assert!(all > 0.0, "the pulls were counted:\n{metrics}");
     format!("{:.1}%", saved * 100.0 / all)
-}
-
-/// The DOM's text inside the element with this `id`, tags dropped.
-fn text_of(dom: &str, id: &str) -> String {
-    let start = dom
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
-    let rest = &dom[start..];
-    let end = ["</section>", "</div>"]
-        .iter()
-        .filter_map(|c| rest.find(c))
-        .min()
-        .unwrap_or(rest.len());
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in rest[..end].chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]

@@ -1,17 +1,9 @@
 //! Client access control: htpasswd (bcrypt) over Basic, static bearer tokens, grants on
 //! repository globs, and the 401 challenge clients understand.
 
-use base64::Engine as _;
 use http::Method;
 
 use crate::support::*;
-
-fn basic(user: &str, pw: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
-    )
-}
 
 #[tokio::test]
 async fn users_tokens_and_grants() {
@@ -24,15 +16,7 @@ async fn users_tokens_and_grants() {
     reg.put_image("library/alpine", "3", &[100], 1);
     reg.put_image("team/app", "v1", &[100], 2);
     let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(
-        &htpasswd,
-        format!(
-            "ci:{}\nops:{}\n",
-            bcrypt::hash("ci-pw", 4).unwrap(),
-            bcrypt::hash("ops-pw", 4).unwrap()
-        ),
-    )
-    .unwrap();
+    write_htpasswd(&htpasswd, &[("ci", "ci-pw"), ("ops", "ops-pw")]);
     let auth = format!(
         r#"
 [auth]

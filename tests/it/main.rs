@@ -1,6 +1,8 @@
 //! End-to-end tests: entrepot on a real socket in front of an in-process test registry.
 //! One binary, so the linker runs once.
 
+#[path = "../common/html.rs"]
+mod html;
 mod support;
 
 mod access;

@@ -1,40 +1,14 @@
 //! `/-/status`: what the page says after a known sequence of pulls, and who may see it.
 
-use base64::Engine as _;
 use http::Method;
 
+use crate::html::text_of;
 use crate::support::*;
 
 fn page_text(got: &Got) -> String {
     assert_eq!(got.status, 200, "{:?}", got.body);
     assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
     String::from_utf8(got.bytes().to_vec()).unwrap()
-}
-
-/// The text of the element with this `id`, tags dropped.
-fn section(html: &str, id: &str) -> String {
-    let start = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in\n{html}"));
-    let rest = &html[start..];
-    let end = rest
-        .find("</section>")
-        .or_else(|| rest.find("</div>"))
-        .unwrap_or(rest.len());
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in rest[..end].chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[tokio::test]
@@ -45,9 +19,9 @@ async fn the_page_shows_hit_ratio_egress_upstreams_and_repositories() {
     reg.put_image("team/tool", "v1", &[1_000], 2);
     let proxy = TestProxy::in_front_of(dir.path(), &reg, "reg.test", "").await;
     let before = page_text(&get(&proxy.url("/-/status")).await);
-    assert!(section(&before, "hit-ratio").contains("—"), "no requests yet: no ratio");
-    assert!(section(&before, "upstreams").contains("not asked yet"));
-    assert!(section(&before, "repositories").contains("nothing pulled yet"));
+    assert!(text_of(&before, "hit-ratio").contains("—"), "no requests yet: no ratio");
+    assert!(text_of(&before, "upstreams").contains("not asked yet"));
+    assert!(text_of(&before, "repositories").contains("nothing pulled yet"));
 
     pull(&proxy, "team/app", "v1").await;
     pull(&proxy, "team/app", "v1").await;
@@ -55,32 +29,32 @@ async fn the_page_shows_hit_ratio_egress_upstreams_and_repositories() {
     let html = page_text(&get(&proxy.url("/-/status")).await);
     // team/app: a manifest and 3 blobs missed, then hit; team/tool: a manifest and 2 blobs
     // missed. 4 of 11 requests answered without a download.
-    let hits = section(&html, "hit-ratio");
+    let hits = text_of(&html, "hit-ratio");
     assert!(hits.contains("36.4%") && hits.contains("4 of 11 requests"), "{hits}");
-    let egress = section(&html, "egress");
+    let egress = text_of(&html, "egress");
     assert!(egress.contains("KiB sent from the cache"), "{egress}");
-    let upstreams = section(&html, "upstreams");
+    let upstreams = text_of(&html, "upstreams");
     assert!(
         upstreams.contains("reg.test") && upstreams.contains("answering"),
         "{upstreams}"
     );
     assert!(upstreams.contains("answered "), "requests by result: {upstreams}");
-    let repos = section(&html, "repositories");
+    let repos = text_of(&html, "repositories");
     assert!(
         repos.contains("reg.test/team/app 2 reg.test/team/tool 1"),
         "most pulled first: {repos}"
     );
-    assert!(section(&html, "downloads").contains("none"));
+    assert!(text_of(&html, "downloads").contains("none"));
     assert!(
-        section(&html, "lookups").contains("blob 8 3 37.5%"),
+        text_of(&html, "lookups").contains("blob 8 3 37.5%"),
         "{}",
-        section(&html, "lookups")
+        text_of(&html, "lookups")
     );
 
     // An upstream that stops answering shows as failing, with why.
     reg.stop();
     assert_eq!(get(&proxy.url("/v2/team/other/manifests/v1")).await.status, 503);
-    let upstreams = section(&page_text(&get(&proxy.url("/-/status")).await), "upstreams");
+    let upstreams = text_of(&page_text(&get(&proxy.url("/-/status")).await), "upstreams");
     assert!(
         upstreams.contains("failing") && upstreams.contains("cannot connect"),
         "{upstreams}"
@@ -94,15 +68,7 @@ async fn the_page_is_behind_auth_and_shows_only_what_the_viewer_may_pull() {
     reg.put_image("team/app", "v1", &[100], 1);
     reg.put_image("secret/app", "v1", &[100], 2);
     let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(
-        &htpasswd,
-        format!(
-            "ci:{}\nops:{}\n",
-            bcrypt::hash("ci-pw", 4).unwrap(),
-            bcrypt::hash("ops-pw", 4).unwrap()
-        ),
-    )
-    .unwrap();
+    write_htpasswd(&htpasswd, &[("ci", "ci-pw"), ("ops", "ops-pw")]);
     let auth = format!(
         "[auth]\nanonymous = false\nhtpasswd = {:?}\n[[auth.grant]]\nusers = [\"ci\"]\nrepositories = [\"reg.test/team/*\"]\n\
          [[auth.grant]]\nusers = [\"ops\"]\nrepositories = \"*\"\n",
@@ -110,12 +76,6 @@ async fn the_page_is_behind_auth_and_shows_only_what_the_viewer_may_pull() {
     );
     let ups = format!("{}{auth}", upstream("reg.test", &reg.url(), ""));
     let proxy = TestProxy::start(&dir.path().join("data"), "", &ups).await;
-    let basic = |u: &str, p: &str| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-        )
-    };
     let as_user = |path: &str, auth: String| {
         let url = proxy.url(path);
         async move { request(Method::GET, &url, &[("authorization", &auth)]).await }
@@ -128,13 +88,13 @@ async fn the_page_is_behind_auth_and_shows_only_what_the_viewer_may_pull() {
     assert_eq!(anon.status, 401);
     assert_eq!(anon.header("www-authenticate"), Some("Basic realm=\"entrepot\""));
     let ci = page_text(&as_user("/-/status", basic("ci", "ci-pw")).await);
-    let repos = section(&ci, "repositories");
+    let repos = text_of(&ci, "repositories");
     assert!(
         repos.contains("reg.test/team/app") && !repos.contains("secret"),
         "{repos}"
     );
     let ops = page_text(&as_user("/-/status", basic("ops", "ops-pw")).await);
-    assert!(section(&ops, "repositories").contains("reg.test/secret/app"));
+    assert!(text_of(&ops, "repositories").contains("reg.test/secret/app"));
 }
 
 #[tokio::test]

@@ -173,6 +173,23 @@ pub async fn pull(proxy: &TestProxy, repo: &str, tag: &str) -> serde_json::Value
     v
 }
 
+/// An `Authorization` value for Basic credentials.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// An htpasswd file at `path` with these users (bcrypt, cost 4: tests need no more).
+pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
+    let lines: String = (users.iter())
+        .map(|(u, pw)| format!("{u}:{}\n", bcrypt::hash(pw, 4).unwrap()))
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
 /// A loopback port free right now (for a process the test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

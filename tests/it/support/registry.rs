@@ -392,14 +392,6 @@ fn log(ctx: &Ctx, req: &Request<Incoming>, blob_host: bool) {
     }
 }
 
-fn basic(user: &str, pass: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
-}
-
 /// Checks the request's credentials; `Some(response)` refuses it.
 fn authenticate(ctx: &Ctx, req: &Request<Incoming>, repo: &str) -> Option<Response<Body>> {
     let auth = req
@@ -408,7 +400,7 @@ fn authenticate(ctx: &Ctx, req: &Request<Incoming>, repo: &str) -> Option<Respon
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Some((u, p)) = &ctx.opts.basic {
-        if auth != basic(u, p) {
+        if auth != super::basic(u, p) {
             let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Basic realm=\"test\"".parse().unwrap());
@@ -442,7 +434,7 @@ fn token(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if auth != basic(u, p) {
+        if auth != super::basic(u, p) {
             return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
         }
     }
