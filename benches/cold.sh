@@ -56,29 +56,35 @@ timed_get() {
   echo "scale=3; ($t1 - $t0) / 1000000000" | bc
 }
 
+# Starts a fresh entrepot named $1 (its data under $work/data-$1) and sets `addr` and
+# `epid`. Not called as $(...): a subshell's PID would never reach the exit trap.
+start_entrepot() {
+  addr=127.0.0.1:$(port)
+  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$1" "$reg" >"$work/$1.toml"
+  "$bin" serve --config "$work/$1.toml" 2>"$work/$1.log" &
+  epid=$!
+  pids+=("$epid")
+  wait_up "$addr"
+}
+stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }
+
 echo "cold GET of $MIB MiB: straight from docker-registry vs through a fresh entrepot (default config)"
 echo "| round | upstream s | entrepot s | throughput ratio | entrepot CPU s | ns per byte |"
 echo "|---|---|---|---|---|---|"
 ratios=(); nspb=()
 for r in $(seq "$ROUNDS"); do
   up_s=$(timed_get "$direct")
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$r" "$reg" >"$work/e$r.toml"
-  "$bin" serve --config "$work/e$r.toml" 2>"$work/e$r.log" &
-  epid=$!
-  pids+=("$epid")
-  wait_up "$addr"
+  start_entrepot "e$r"
   t0=$(ticks "$epid")
   ep_s=$(timed_get "http://$addr/v2/bench.local/bench/cold/blobs/$digest")
   sleep 0.5 # the commit (fsync, rename) finishes after the last byte is served
   t1=$(ticks "$epid")
-  kill "$epid"; wait "$epid" 2>/dev/null || true
+  stop_entrepot "e$r"
   cpu=$(echo "scale=3; ($t1 - $t0) / $hz" | bc)
   ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
   ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / $bytes" | bc)
   ratios+=("$ratio"); nspb+=("$ns")
   echo "| $r | $up_s | $ep_s | ${ratio}× | $cpu | $ns |"
-  rm -rf "$work/data-$r"
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
@@ -93,19 +99,13 @@ echo "|---|---|---|---|---|"
 slow=()
 for r in $(seq "$ROUNDS"); do
   read -r up_s _ < <(python3 benches/pull.py pull "http://$reg" "$IMAGES" 4)
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/data-p%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$r" "$reg" >"$work/p$r.toml"
-  "$bin" serve --config "$work/p$r.toml" 2>"$work/p$r.log" &
-  epid=$!
-  pids+=("$epid")
-  wait_up "$addr"
+  start_entrepot "p$r"
   t0=$(ticks "$epid")
   read -r ep_s _ < <(python3 benches/pull.py pull "http://$addr" "$IMAGES" 4)
   t1=$(ticks "$epid")
-  kill "$epid"; wait "$epid" 2>/dev/null || true
+  stop_entrepot "p$r"
   s=$(echo "scale=3; $ep_s / $up_s" | bc)
   slow+=("$s")
   echo "| $r | $up_s | $ep_s | ${s}× | $(echo "scale=2; ($t1 - $t0) / $hz" | bc) |"
-  rm -rf "$work/data-p$r"
 done
 echo "median: a cold pull through entrepot takes $(median "${slow[@]}")× the time of one straight from the upstream"

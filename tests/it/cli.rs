@@ -81,14 +81,19 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
-/// A request on a fresh connection; the status code.
-fn status_of(port: u16, path: &str) -> u16 {
+/// A GET on a fresh connection; the whole answer, head and body.
+fn raw_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    text[9..12].parse().unwrap()
+    text
+}
+
+/// A GET on a fresh connection; the status code.
+fn status_of(port: u16, path: &str) -> u16 {
+    raw_get(port, path)[9..12].parse().unwrap()
 }
 
 #[test]
@@ -123,14 +128,7 @@ fn the_server_logs_a_line_per_request_in_json_and_writes_them_all_before_it_exit
     for (path, status) in asked {
         assert_eq!(status_of(port, path), status, "{path}");
     }
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    };
+    let metrics = raw_get(port, "/metrics");
     assert!(metrics.contains("\nentrepot_log_lines_dropped_total 0\n"), "{metrics}");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
