@@ -360,7 +360,7 @@ fn escape(text: &str) -> String {
 }
 
 /// `part` of `whole` as a percentage with one decimal; "—" when there is no whole.
-pub fn percent(part: u64, whole: u64) -> String {
+fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "—".to_owned();
     }
