@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::filter::{Action, Rule};
+use crate::policy::cosign::{Keyring, PublicKey};
+use crate::policy::filter::{Action, RequireSignature, Rule};
 use crate::policy::glob::Globs;
 use crate::policy::retention::{Class, Limits};
 
@@ -539,7 +540,32 @@ fn rule(i: usize, value: toml::Value) -> Result<Rule, ConfigError> {
             "only an allow rule can require a referrer",
         ));
     }
+    if let Some(required) = &mut r.require_signature {
+        let at = format!("{at}.require_signature");
+        if r.action == Action::Deny {
+            return Err(bad(at, "only an allow rule can require a signature"));
+        }
+        required.keyring = keyring(&at, required)?;
+    }
     Ok(r)
+}
+
+/// The keys a rule trusts, read now: a key that cannot be read stops the start, and a key
+/// removed from the config no longer verifies anything after it.
+fn keyring(at: &str, required: &RequireSignature) -> Result<Keyring, ConfigError> {
+    if required.cosign_keys.is_empty() {
+        return Err(bad(format!("{at}.cosign_keys"), "name at least one public key file"));
+    }
+    let mut keys = Vec::new();
+    for path in &required.cosign_keys {
+        let name = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| bad(format!("{at}.cosign_keys"), format!("{name}: {e}")))?;
+        keys.push(
+            PublicKey::from_pem(&name, &pem).map_err(|e| bad(format!("{at}.cosign_keys"), format!("{name}: {e}")))?,
+        );
+    }
+    // Whether children need their own signatures changes what a verdict means.
+    Ok(Keyring::new(keys, if required.each_child { "each_child" } else { "" }))
 }
 
 fn retention_class(i: usize, value: toml::Value) -> Result<Class, ConfigError> {
@@ -877,8 +903,13 @@ url = "https://registry-1.docker.io"
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        // The signing example names a key an operator puts in /etc/entrepot; here, one of ours.
+        let key = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(key.path(), crate::policy::cosign::tests::Signer::ed25519().public_pem()).unwrap();
+        let text = text.replace("/etc/entrepot/cosign.pub", key.path().to_str().unwrap());
         let c = Config::parse(&text).unwrap();
         assert!(c.policy.rules.len() >= 8, "{}", c.policy.rules.len());
+        assert!(c.policy.rules.iter().any(|r| r.require_signature.is_some()));
         assert!(c.retention.classes.iter().any(|r| r.name == "signatures" && r.pin));
         assert_eq!(c.retention.limits.max_cache_bytes, Some(200 << 30));
     }
@@ -917,6 +948,31 @@ url = "https://registry-1.docker.io"
             "{up}[[policy]]\nname = \"sigs\"\naction = \"deny\"\nrequire_referrer = \"x\"\n"
         ));
         assert!(e.contains("policy[0] (sigs).require_referrer"), "{e}");
+        let e = err(&format!(
+            "{up}[[policy]]\nname = \"sigs\"\naction = \"allow\"\nrequire_signature = {{ cosign_keys = [\"/nonexistent/cosign.pub\"] }}\n"
+        ));
+        assert!(
+            e.contains("policy[0] (sigs).require_signature.cosign_keys") && e.contains("/nonexistent/cosign.pub"),
+            "{e}"
+        );
+        let not_a_key = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_a_key.path(), "hello").unwrap();
+        let e = err(&format!(
+            "{up}[[policy]]\naction = \"allow\"\nrequire_signature = {{ cosign_keys = [{:?}] }}\n",
+            not_a_key.path().display().to_string()
+        ));
+        assert!(
+            e.contains("require_signature.cosign_keys") && e.contains("no PEM public key"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{up}[[policy]]\naction = \"allow\"\nrequire_signature = {{ cosign_keys = [] }}\n"
+        ));
+        assert!(e.contains("name at least one public key"), "{e}");
+        let e = err(&format!(
+            "{up}[[policy]]\naction = \"deny\"\nrequire_signature = {{ cosign_keys = [\"k\"] }}\n"
+        ));
+        assert!(e.contains("only an allow rule can require a signature"), "{e}");
         let e = err(&format!("{up}[[policy]]\naction = \"maybe\"\n"));
         assert!(e.contains("policy[0]"), "{e}");
         let e = err(&format!("{up}[[policy]]\naction = \"deny\"\nplatform = []\n"));

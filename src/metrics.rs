@@ -207,6 +207,7 @@ pub struct Metrics {
     pub store_corrupt: Counter,
     pub digest_mismatches: Counter,
     pub policy_decisions: Counter,
+    pub signature_verdicts: Counter,
 }
 
 impl Default for Metrics {
@@ -244,6 +245,10 @@ impl Default for Metrics {
                 "entrepot_policy_decisions_total",
                 "Policy decisions, by the rule that made them and the decision (allow, deny).",
             ),
+            signature_verdicts: Counter::new(
+                "entrepot_signature_verdicts_total",
+                "Signature verifications made (remembered verdicts are not counted again), by rule and outcome (verified, unsigned, unknown_key, wrong_digest, malformed).",
+            ),
         };
         // Zero from the start, so that an alert on any increase has a series to watch.
         for kind in ["blob", "manifest"] {
@@ -268,6 +273,7 @@ impl Metrics {
         self.store_corrupt.render(out);
         self.digest_mismatches.render(out);
         self.policy_decisions.render(out);
+        self.signature_verdicts.render(out);
     }
 }
 

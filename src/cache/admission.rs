@@ -12,7 +12,8 @@ use super::{Cache, Manifest, Target};
 use crate::error::{Error, Result};
 use crate::oci::media::AcceptClass;
 use crate::oci::{manifest, Digest};
-use crate::policy::filter::{self, Decision, ManifestFacts, Subject, Verdict};
+use crate::policy::cosign::Judgement;
+use crate::policy::filter::{self, Conditions, Decision, ManifestFacts, Subject, Verdict};
 use crate::store::index::Context;
 
 /// A decision and the facts it rests on.
@@ -21,16 +22,22 @@ struct Judged {
     parsed: manifest::Parsed,
     tag: Option<String>,
     context: Context,
+    /// The signature verdict, when the rule required one.
+    signature: Option<Judgement>,
 }
 
 fn describe(m: &Manifest, j: &Judged) -> String {
     let verdict = match &j.decision.verdict {
         Verdict::Allow => "allow".to_owned(),
         Verdict::Deny(reason) => format!("deny ({reason})"),
-        Verdict::AllowWithReferrer(_, reason) => format!("allow if referred ({reason})"),
+        Verdict::AllowIf(_) => "allow if its conditions hold".to_owned(),
+    };
+    let signature = match &j.signature {
+        Some(s) => format!(" signature: {}: {}", s.outcome.as_str(), s.detail),
+        None => String::new(),
     };
     format!(
-        "{} {} artifactType={} -> {verdict} [rule {}]",
+        "{} {} artifactType={} -> {verdict} [rule {}]{signature}",
         m.digest,
         m.media_type,
         j.parsed.artifact_type.as_deref().unwrap_or("-"),
@@ -86,6 +93,7 @@ impl Cache {
             parsed,
             tag,
             context,
+            ..
         } = self.judge(t, tag, m, None).await?;
         let index = &self.store.index;
         let up = t.upstream.name();
@@ -157,26 +165,62 @@ impl Cache {
         };
         let decision = filter::evaluate(&self.settings.policy.rules, self.settings.policy.default, &subject)
             .ok_or_else(|| Error::internal("a policy decision with the manifest known is always made"))?;
-        let decision = match decision.verdict {
-            Verdict::AllowWithReferrer(types, reason) => {
-                let referrers = self.referrers(t, &m.digest).await?.items;
-                let signed = referrers
-                    .iter()
-                    .any(|r| r.artifact_type.as_deref().is_some_and(|a| types.matches(a)));
-                let verdict = if signed { Verdict::Allow } else { Verdict::Deny(reason) };
-                Decision {
-                    rule: decision.rule,
-                    verdict,
-                }
-            }
-            _ => decision,
+        let (verdict, signature) = match decision.verdict {
+            Verdict::AllowIf(conditions) => self.check(t, m, &parsed, &conditions, &decision.rule).await?,
+            verdict => (verdict, None),
+        };
+        let decision = Decision {
+            rule: decision.rule,
+            verdict,
         };
         Ok(Judged {
             decision,
             parsed,
             tag,
             context,
+            signature,
         })
+    }
+
+    /// An allow rule's conditions, checked: allowed, or denied with the first that fails.
+    /// Signature evidence is exempt: clients that verify for themselves fetch it.
+    async fn check(
+        self: &Arc<Self>,
+        t: &Target,
+        m: &Manifest,
+        parsed: &manifest::Parsed,
+        c: &Conditions,
+        rule: &str,
+    ) -> Result<(Verdict, Option<Judgement>)> {
+        if super::signatures::is_evidence(parsed) {
+            return Ok((Verdict::Allow, None));
+        }
+        let deny = |why: String| Verdict::Deny(c.reason.as_ref().map_or(why.clone(), |r| format!("{r} ({why})")));
+        if let Some(types) = &c.referrer {
+            let referrers = self.referrers(t, &m.digest).await?.items;
+            if !referrers
+                .iter()
+                .any(|r| r.artifact_type.as_deref().is_some_and(|a| types.matches(a)))
+            {
+                return Ok((
+                    deny(format!("policy rule {rule} requires a referrer of type {types}")),
+                    None,
+                ));
+            }
+        }
+        if let Some(required) = &c.signature {
+            let j = self.signature_judgement(t, m, parsed, required, rule).await?;
+            if !j.verified() {
+                let why = format!(
+                    "policy rule {rule} requires a cosign signature by {}: {}",
+                    required.keyring.names(),
+                    j.detail
+                );
+                return Ok((deny(why), Some(j)));
+            }
+            return Ok((Verdict::Allow, Some(j)));
+        }
+        Ok((Verdict::Allow, None))
     }
 
     /// `policy check`: the decision for a reference and, for an index, for each child, with

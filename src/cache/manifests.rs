@@ -114,7 +114,12 @@ impl Cache {
 
     /// A tag for one class: a fresh record is a hit (no flight, no task, two index reads);
     /// else one resolution shared by every concurrent request.
-    async fn resolve_tag_for(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+    pub(super) async fn resolve_tag_for(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<ManifestAnswer> {
         match self.fresh_tag(t, tag, class)? {
             Some(m) => Ok(ManifestAnswer::new(m, Outcome::Hit)),
             None => self.resolve_tag_once(t, tag, class).await,

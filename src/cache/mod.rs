@@ -7,7 +7,9 @@
 //! - `manifests`: manifests by digest and by tag, tag revalidation, stale-if-error;
 //! - `lists`: tag lists and referrers;
 //! - `links`: which repositories hold a stored digest;
-//! - `scrub`: committed content hashed again, corruption quarantined.
+//! - `scrub`: committed content hashed again, corruption quarantined;
+//! - `admission` and `signatures`: the filter policy on the serving path, and the signature
+//!   evidence it may require.
 
 mod admission;
 pub mod fill;
@@ -17,6 +19,7 @@ mod links;
 mod lists;
 mod manifests;
 pub mod scrub;
+mod signatures;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};

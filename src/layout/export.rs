@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::oci::manifest;
 use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
+use crate::policy::cosign;
 use crate::policy::glob::Globs;
 use crate::progress::Meter;
 use crate::store::index::TagEntry;
@@ -180,38 +181,23 @@ fn select(store: &Store, sel: &Selection) -> Result<Plan> {
     let mut all_tags = index.tags_all()?;
     // The widest Accept class first, so that it is the one carrying ref.name.
     all_tags.sort_by_key(|t| (t.class != AcceptClass::ALL.key(), t.class.clone()));
-    for TagEntry {
-        upstream,
-        repo,
-        tag,
-        class,
-        record: rec,
-    } in all_tags
-    {
-        if !(matches(&sel.upstream, &upstream) && matches(&sel.repository, &repo) && matches(&sel.tag, &tag)) {
+    let mut exported_tags = BTreeSet::new();
+    for entry in all_tags {
+        if !(matches(&sel.upstream, &entry.upstream)
+            && matches(&sel.repository, &entry.repo)
+            && matches(&sel.tag, &entry.tag))
+        {
             continue;
         }
-        let Some((mrec, _)) = index.manifest(&rec.digest)? else {
+        let Some((mrec, _)) = index.manifest(&entry.record.digest)? else {
             continue;
         };
         if !is_new(mrec.cached_at) {
             continue;
         }
-        let mut ann = Map::new();
-        let reference = format!("{upstream}/{repo}:{tag}");
-        if seen_refs.insert(reference.clone()) {
-            ann.insert(REF_NAME.into(), reference.into());
-        }
-        ann.insert(ANN_UPSTREAM.into(), upstream.clone().into());
-        ann.insert(ANN_REPOSITORY.into(), repo.clone().into());
-        ann.insert(ANN_TAG.into(), tag.into());
-        ann.insert(ANN_ACCEPT.into(), class.into());
-        ann.insert(ANN_VALIDATED.into(), rec.validated_at.to_string().into());
-        roots.push(Root {
-            digest: rec.digest.clone(),
-            annotations: ann,
-        });
-        wanted.push((rec.digest, upstream, repo));
+        roots.push(tag_root(&entry, &mut seen_refs));
+        wanted.push((entry.record.digest.clone(), entry.upstream.clone(), entry.repo.clone()));
+        exported_tags.insert((entry.upstream, entry.repo, entry.tag, entry.class));
         tags += 1;
     }
     // Without a tag filter, manifests pulled by digest alone go too.
@@ -228,9 +214,33 @@ fn select(store: &Store, sel: &Selection) -> Result<Plan> {
     let mut manifests = BTreeMap::new();
     let mut blobs = BTreeSet::new();
     let mut missing = Vec::new();
-    let tagged: BTreeSet<Digest> = roots.iter().map(|r| r.digest.clone()).collect();
+    let mut tagged: BTreeSet<Digest> = roots.iter().map(|r| r.digest.clone()).collect();
     // Each wanted manifest, the manifests it lists, and its referrers.
     while let Some((d, upstream, repo)) = wanted.pop() {
+        // Its cosign signatures under their tag in this repository go with it, whatever the
+        // tag filter: a site that verifies signatures verifies them offline.
+        let signature_tag = cosign::signature_tag(&d);
+        for (class, record) in index.tag_classes(&upstream, &repo, &signature_tag)? {
+            let entry = TagEntry {
+                upstream: upstream.clone(),
+                repo: repo.clone(),
+                tag: signature_tag.clone(),
+                class,
+                record,
+            };
+            let key = (
+                entry.upstream.clone(),
+                entry.repo.clone(),
+                entry.tag.clone(),
+                entry.class.clone(),
+            );
+            if index.has_manifest(&entry.record.digest)? && exported_tags.insert(key) {
+                roots.push(tag_root(&entry, &mut seen_refs));
+                tagged.insert(entry.record.digest.clone());
+                wanted.push((entry.record.digest.clone(), upstream.clone(), repo.clone()));
+                tags += 1;
+            }
+        }
         if manifests.contains_key(&d) {
             continue;
         }
@@ -285,6 +295,24 @@ fn select(store: &Store, sel: &Selection) -> Result<Plan> {
         missing,
         tags,
     })
+}
+
+/// A tag's entry in `index.json`; the first entry of a reference carries its `ref.name`.
+fn tag_root(e: &TagEntry, seen_refs: &mut BTreeSet<String>) -> Root {
+    let mut ann = Map::new();
+    let reference = format!("{}/{}:{}", e.upstream, e.repo, e.tag);
+    if seen_refs.insert(reference.clone()) {
+        ann.insert(REF_NAME.into(), reference.into());
+    }
+    ann.insert(ANN_UPSTREAM.into(), e.upstream.clone().into());
+    ann.insert(ANN_REPOSITORY.into(), e.repo.clone().into());
+    ann.insert(ANN_TAG.into(), e.tag.clone().into());
+    ann.insert(ANN_ACCEPT.into(), e.class.clone().into());
+    ann.insert(ANN_VALIDATED.into(), e.record.validated_at.to_string().into());
+    Root {
+        digest: e.record.digest.clone(),
+        annotations: ann,
+    }
 }
 
 trait Sink {

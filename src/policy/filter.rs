@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::cosign::Keyring;
 use super::glob::Globs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -30,8 +31,35 @@ pub struct Rule {
     pub layer_media_type: Option<Globs>,
     pub platform: Option<Globs>,
     /// An allowed manifest is served only once it has a referrer of one of these artifact
-    /// types (a signature, an SBOM).
+    /// types (an SBOM, an attestation). A presence check: it says nothing of who made it.
     pub require_referrer: Option<Globs>,
+    /// An allowed manifest is served only once a cosign signature by one of these keys
+    /// verifies for its digest.
+    pub require_signature: Option<RequireSignature>,
+}
+
+/// `require_signature = { cosign_keys = [...], each_child = false }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireSignature {
+    /// PEM public keys (`cosign generate-key-pair` writes `cosign.pub`).
+    pub cosign_keys: Vec<std::path::PathBuf>,
+    /// Each child of an index must carry its own signature (`cosign sign --recursive`).
+    /// Otherwise a child is covered by the verified signature of the index listing it.
+    #[serde(default)]
+    pub each_child: bool,
+    /// The keys, loaded by the config.
+    #[serde(skip)]
+    pub keyring: Keyring,
+}
+
+/// What an allow rule requires before it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conditions {
+    pub referrer: Option<Globs>,
+    pub signature: Option<RequireSignature>,
+    /// The rule's own `reason`, when it gives one.
+    pub reason: Option<String>,
 }
 
 /// The facts a rule is matched against.
@@ -58,8 +86,8 @@ pub struct ManifestFacts {
 pub enum Verdict {
     Allow,
     Deny(String),
-    /// Allowed if a referrer of one of these artifact types exists; else denied with the reason.
-    AllowWithReferrer(Globs, String),
+    /// Allowed once the conditions hold; else denied.
+    AllowIf(Conditions),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,22 +155,22 @@ impl Rule {
             && self.layer_media_type.is_none()
             && self.platform.is_none()
             && self.require_referrer.is_none()
+            && self.require_signature.is_none()
     }
 
     fn decide(&self) -> Decision {
-        let verdict = match (self.action, &self.require_referrer) {
-            (Action::Deny, _) => Verdict::Deny(
+        let verdict = match self.action {
+            Action::Deny => Verdict::Deny(
                 self.reason
                     .clone()
                     .unwrap_or_else(|| format!("denied by policy rule {}", self.name)),
             ),
-            (Action::Allow, None) => Verdict::Allow,
-            (Action::Allow, Some(types)) => Verdict::AllowWithReferrer(
-                types.clone(),
-                self.reason
-                    .clone()
-                    .unwrap_or_else(|| format!("policy rule {} requires a referrer of type {types}", self.name)),
-            ),
+            Action::Allow if self.require_referrer.is_none() && self.require_signature.is_none() => Verdict::Allow,
+            Action::Allow => Verdict::AllowIf(Conditions {
+                referrer: self.require_referrer.clone(),
+                signature: self.require_signature.clone(),
+                reason: self.reason.clone(),
+            }),
         };
         Decision {
             rule: self.name.clone(),
@@ -369,7 +397,7 @@ require_referrer = "application/vnd.dev.cosign.*"
 "#,
         );
         let signed = evaluate(&r, Action::Deny, &subject("signed/a", None, None, None)).unwrap();
-        assert!(matches!(signed.verdict, Verdict::AllowWithReferrer(_, _)));
+        assert!(matches!(&signed.verdict, Verdict::AllowIf(c) if c.referrer.is_some() && c.signature.is_none()));
         let other = evaluate(
             &r,
             Action::Deny,

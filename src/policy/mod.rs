@@ -1,6 +1,8 @@
-//! Policies: what may enter the cache (`filter`) and how long it stays (`retention`).
+//! Policies: what may enter the cache (`filter`, with `cosign` for the signatures a rule
+//! requires) and how long it stays (`retention`).
 //! Pure functions over facts the cache gathers; the cache acts on their answers.
 
+pub mod cosign;
 pub mod filter;
 pub mod glob;
 pub mod retention;

@@ -107,6 +107,13 @@ pub struct ReferrerList {
     pub descriptors: Vec<Descriptor>,
 }
 
+/// A signature verdict on a manifest, for one rule's keys in one repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignatureVerdict {
+    pub decided_at: u64,
+    pub judgement: crate::policy::cosign::Judgement,
+}
+
 /// How a manifest was reached: the tag it was resolved from, the platform the index that
 /// lists it gives it. Policy decisions use both.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -146,6 +153,7 @@ pub struct Index {
     contexts: sled::Tree,
     allowed_blobs: sled::Tree,
     links: sled::Tree,
+    signatures: sled::Tree,
     access: Mutex<HashMap<Digest, (u64, u64)>>,
     /// Tag records as stored, by key: a by-tag hit reads no tree and parses no JSON. Every
     /// read and write of a tag goes through this lock (a miss reads the tree under it), so
@@ -234,6 +242,7 @@ impl Index {
             contexts: db.open_tree("contexts")?,
             allowed_blobs: db.open_tree("allowed_blobs")?,
             links: db.open_tree("links")?,
+            signatures: db.open_tree("signatures")?,
             access: Mutex::new(HashMap::new()),
             tag_cache: Mutex::new(HashMap::new()),
             names_changed: std::sync::atomic::AtomicU64::new(0),
@@ -323,6 +332,19 @@ pub trait MetaStore: Send + Sync {
     fn is_blob_allowed(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool>;
 
     fn allow_blob(&self, upstream: &str, repo: &str, d: &Digest) -> Result<()>;
+
+    /// The signature verdict on `d` for the keys of fingerprint `keys`, in a repository.
+    fn signature_verdict(&self, keys: &str, upstream: &str, repo: &str, d: &Digest)
+        -> Result<Option<SignatureVerdict>>;
+
+    fn put_signature_verdict(
+        &self,
+        keys: &str,
+        upstream: &str,
+        repo: &str,
+        d: &Digest,
+        v: &SignatureVerdict,
+    ) -> Result<()>;
 
     // === links ===
     /// Whether the repository is known to hold this digest (blob or manifest).
@@ -500,6 +522,9 @@ impl MetaStore for Index {
         if let Some(subject) = &rec.subject {
             self.subjects.remove(key(&[&subject.to_string(), &d.to_string()]))?;
         }
+        for kv in self.signatures.scan_prefix(key(&[&d.to_string(), ""])) {
+            self.signatures.remove(kv?.0)?;
+        }
         Ok(())
     }
 
@@ -545,6 +570,28 @@ impl MetaStore for Index {
         if !self.allowed_blobs.contains_key(&k)? {
             self.allowed_blobs.insert(k, &[])?;
         }
+        Ok(())
+    }
+
+    fn signature_verdict(
+        &self,
+        keys: &str,
+        upstream: &str,
+        repo: &str,
+        d: &Digest,
+    ) -> Result<Option<SignatureVerdict>> {
+        get(&self.signatures, key(&[&d.to_string(), keys, upstream, repo]))
+    }
+
+    fn put_signature_verdict(
+        &self,
+        keys: &str,
+        upstream: &str,
+        repo: &str,
+        d: &Digest,
+        v: &SignatureVerdict,
+    ) -> Result<()> {
+        put(&self.signatures, key(&[&d.to_string(), keys, upstream, repo]), v)?;
         Ok(())
     }
 

@@ -11,7 +11,9 @@
 //!   repositories that do not hold a digest, schema 1;
 //! - `metrics`: promtool on a live `/metrics`, the alert rules and their unit tests, the
 //!   dashboard's queries against what entrepot exports;
-//! - `status`: headless Chromium renders `/-/status` after real pulls.
+//! - `status`: headless Chromium renders `/-/status` after real pulls;
+//! - `signatures`: cosign signatures made with openssl, pushed to the registry in both of
+//!   cosign's forms, enforced by `require_signature`, online and offline after import.
 
 #[path = "../common/certs.rs"]
 mod certs;
@@ -20,5 +22,6 @@ mod html;
 mod metrics;
 mod mixed;
 mod pulls;
+mod signatures;
 mod status;
 mod support;

@@ -29,62 +29,6 @@ fn accepts() -> Vec<String> {
     ]
 }
 
-/// An HTTP answer, as curl received it.
-struct Answer {
-    status: u16,
-    digest: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = self.text();
-        write!(
-            f,
-            "{} {:?} {:?} {:.200}",
-            self.status, self.content_type, self.digest, text
-        )
-    }
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn fetch(url: &str, accept: Option<&str>) -> Answer {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-i", "--max-time", "60"]);
-    if let Some(a) = accept {
-        cmd.arg("-H").arg(format!("Accept: {a}"));
-    }
-    let out = cmd.arg(url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let raw = out.stdout;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end from {url}"));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    Answer {
-        status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        digest: header("docker-content-digest"),
-        content_type: header("content-type"),
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
 /// Every `Accept` on every tag, through entrepot and straight from the registry: the same
 /// status and digest, except where the registry falls back to Docker schema 1, which
 /// entrepot answers with a clear 404 instead.

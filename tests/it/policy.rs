@@ -36,7 +36,42 @@ fn assert_denied(got: &Got, reason_part: &str) {
 
 #[tokio::test]
 async fn shipped_examples_work_as_written() {
-    let (_dir, reg, proxy) = setup(&shipped_policy_examples()).await;
+    // The signing example names the key where an operator puts it; here, a key of our own.
+    let keys = tempfile::tempdir().unwrap();
+    let key = CosignKey::new();
+    let key_path = keys.path().join("cosign.pub");
+    key.write_pem(&key_path);
+    let (_dir, reg, proxy) = setup(&shipped_policy_examples(&key_path)).await;
+
+    // Signed by our key only.
+    reg.put_artifact("prod/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    assert_denied(
+        &get(&proxy.url("/v2/prod/app/manifests/v1")).await,
+        "signed-only requires a cosign signature",
+    );
+    let (stranger, stranger_bytes, _) = reg.put_artifact("prod/stranger", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    put_cosign_referrer(
+        &reg,
+        "prod/stranger",
+        &stranger,
+        stranger_bytes.len(),
+        &CosignKey::new(),
+    );
+    assert_denied(
+        &get(&proxy.url("/v2/prod/stranger/manifests/v1")).await,
+        "no signature verifies with a trusted key",
+    );
+    let (signed, signed_bytes, _) = reg.put_artifact("prod/signed", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    put_cosign_referrer(&reg, "prod/signed", &signed, signed_bytes.len(), &key);
+    assert_eq!(get(&proxy.url("/v2/prod/signed/manifests/v1")).await.status, 200);
+    // An SBOM before a release is served.
+    let (release, release_bytes, _) = reg.put_artifact("release/app", Some("v1"), IMAGE_CONFIG, &[LAYER]);
+    assert_denied(
+        &get(&proxy.url("/v2/release/app/manifests/v1")).await,
+        "with-sbom requires a referrer",
+    );
+    reg.put_referrer("release/app", &release, release_bytes.len(), "application/spdx+json");
+    assert_eq!(get(&proxy.url("/v2/release/app/manifests/v1")).await.status, 200);
 
     // Singularity: denied, and its blobs never fetched.
     let (_, _, sif_blobs) = reg.put_artifact(
@@ -284,7 +319,10 @@ async fn docker_manifests_are_judged_too() {
 
 #[tokio::test]
 async fn policy_check_explains_an_index_child_by_child() {
-    let (_dir, reg, proxy) = setup(&shipped_policy_examples()).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_path = keys.path().join("cosign.pub");
+    CosignKey::new().write_pem(&key_path);
+    let (_dir, reg, proxy) = setup(&shipped_policy_examples(&key_path)).await;
     let (amd, amd_bytes, amd_blobs) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER]);
     let (win, win_bytes, _) = reg.put_artifact("multi/app", None, IMAGE_CONFIG, &[LAYER, LAYER]);
     reg.put_index(
@@ -308,4 +346,124 @@ async fn policy_check_explains_an_index_child_by_child() {
     for b in &amd_blobs {
         assert_eq!(reg.count("GET", b), 0, "policy check pulled a blob");
     }
+}
+
+/// A P-256 key made with ring, its public half as the PEM cosign writes, and signatures in
+/// cosign's form (ASN.1 ECDSA over SHA-256, base64).
+struct CosignKey(ring::signature::EcdsaKeyPair);
+
+impl CosignKey {
+    fn new() -> CosignKey {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        CosignKey(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap())
+    }
+
+    fn write_pem(&self, path: &std::path::Path) {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        // SubjectPublicKeyInfo: id-ecPublicKey, prime256v1, then the point.
+        let mut der = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+        der.extend_from_slice(self.0.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        std::fs::write(
+            path,
+            format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"),
+        )
+        .unwrap();
+    }
+
+    fn sign(&self, message: &[u8]) -> String {
+        use base64::Engine;
+        let sig = self.0.sign(&ring::rand::SystemRandom::new(), message).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(sig.as_ref())
+    }
+}
+
+/// cosign's OCI 1.1 form: a referrer of artifact type `…cosign.artifact.sig.v1+json` whose
+/// layer is the simple-signing payload, its signature in the layer's annotation.
+fn put_cosign_referrer(
+    reg: &TestRegistry,
+    repo: &str,
+    subject: &str,
+    subject_size: usize,
+    key: &CosignKey,
+) -> (String, String) {
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"reg.test/{repo}"}},"image":{{"docker-manifest-digest":"{subject}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    let payload_digest = reg.put_blob(payload.clone());
+    let empty = reg.put_blob("{}");
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"{COSIGN}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"{payload_digest}","size":{},"annotations":{{"dev.cosignproject.cosign/signature":"{}"}}}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":{subject_size}}}}}"#,
+        payload.len(),
+        key.sign(payload.as_bytes())
+    );
+    (
+        reg.put_manifest(repo, None, "application/vnd.oci.image.manifest.v1+json", m),
+        payload_digest,
+    )
+}
+
+#[tokio::test]
+async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evidence_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CosignKey::new();
+    let key_path = dir.path().join("cosign.pub");
+    key.write_pem(&key_path);
+    let reg = TestRegistry::start_with(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
+    let policy = format!(
+        "[[policy]]\nname = \"signed\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_signature = {{ cosign_keys = [{:?}] }}\n",
+        key_path.display().to_string()
+    );
+    let proxy = TestProxy::start(
+        dir.path(),
+        "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"\nblobs_require_manifest = true",
+        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
+    )
+    .await;
+    let (child, child_bytes, blobs) = reg.put_artifact("prod/app", Some("amd64"), IMAGE_CONFIG, &[LAYER]);
+    let (index, index_bytes) = reg.put_index("prod/app", "v1", &[(&child, child_bytes.len(), "linux/amd64")]);
+
+    // Unsigned: refused, and neither its children nor its blobs are served.
+    assert_denied(
+        &get(&proxy.url("/v2/prod/app/manifests/v1")).await,
+        "no cosign signature found",
+    );
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/prod/app/manifests/{child}"))).await,
+        "no cosign signature found",
+    );
+    assert_eq!(reg.count("GET", "/blobs/"), 0, "no blob of a refused image is fetched");
+
+    // Signed (the index, as cosign signs it): the index, its child and its blobs are served.
+    let (signature, payload) = put_cosign_referrer(&reg, "prod/app", &index, index_bytes.len(), &key);
+    assert_eq!(get(&proxy.url("/v2/prod/app/manifests/v1")).await.status, 200);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/prod/app/manifests/{child}"))).await.status,
+        200
+    );
+    for b in &blobs {
+        assert_eq!(get(&proxy.url(&format!("/v2/prod/app/blobs/{b}"))).await.status, 200);
+    }
+    // A client verifying for itself finds the signature through entrepot: the referrer, its
+    // manifest and its payload, though the rule's own condition would refuse them.
+    let listed = get(&proxy.url(&format!("/v2/prod/app/referrers/{index}"))).await;
+    let listed = String::from_utf8_lossy(listed.bytes()).into_owned();
+    assert!(listed.contains(&signature), "{listed}");
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/prod/app/manifests/{signature}")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/prod/app/blobs/{payload}"))).await.status,
+        200
+    );
 }

@@ -115,7 +115,9 @@ fn test_config(data_dir: &Path, extra: &str, upstreams: &str) -> entrepot::Confi
 
 /// The shipped `config.toml`'s commented `[[policy]]` examples, uncommented: the tests hold
 /// them to working as written.
-pub fn shipped_policy_examples() -> String {
+/// The `[[policy]]` examples of the shipped config.toml, uncommented, with `cosign_key` as
+/// the key the signing example names.
+pub fn shipped_policy_examples(cosign_key: &std::path::Path) -> String {
     let shipped = include_str!("../../../config.toml");
     let from = shipped.find("# --- [[policy]]").expect("policy notes");
     let to = shipped.find("# --- [[retention]]").expect("retention notes");
@@ -129,6 +131,7 @@ pub fn shipped_policy_examples() -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+        .replace("/etc/entrepot/cosign.pub", cosign_key.to_str().unwrap())
 }
 
 /// Makes the manifests of repositories matching `repo` (and the blobs they reference) look
