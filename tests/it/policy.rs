@@ -466,4 +466,32 @@ async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evid
         get(&proxy.url(&format!("/v2/prod/app/blobs/{payload}"))).await.status,
         200
     );
+
+    // A verified digest is not verified again: more pulls ask nothing more about signatures.
+    let asked = reg.count("GET", "/referrers/") + reg.count("GET", ".sig");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&proxy.url(&format!("/v2/prod/app/manifests/{index}"))).await.status,
+            200
+        );
+    }
+    assert_eq!(reg.count("GET", "/referrers/") + reg.count("GET", ".sig"), asked);
+
+    // The key leaves the config: at the next start, what it verified is refused.
+    proxy.stop().await;
+    CosignKey::new().write_pem(&key_path);
+    let proxy = TestProxy::start(
+        dir.path(),
+        "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"\nblobs_require_manifest = true",
+        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
+    )
+    .await;
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/prod/app/manifests/{index}"))).await,
+        "no signature verifies with a trusted key",
+    );
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/prod/app/manifests/{child}"))).await,
+        "no cosign signature found",
+    );
 }
