@@ -495,3 +495,47 @@ async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evid
         "no cosign signature found",
     );
 }
+
+#[tokio::test]
+async fn each_child_requires_every_child_of_a_signed_index_to_carry_its_own_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CosignKey::new();
+    let key_path = dir.path().join("cosign.pub");
+    key.write_pem(&key_path);
+    let reg = TestRegistry::start_with(Options {
+        referrers_api: true,
+        ..Default::default()
+    })
+    .await;
+    let policy = format!(
+        "[[policy]]\nname = \"recursive\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_signature = {{ cosign_keys = [{:?}], each_child = true }}\n",
+        key_path.display().to_string()
+    );
+    let proxy = TestProxy::start(
+        dir.path(),
+        "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"",
+        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
+    )
+    .await;
+    let (amd, amd_bytes, _) = reg.put_artifact("prod/app", None, IMAGE_CONFIG, &[LAYER]);
+    let (arm, arm_bytes, _) = reg.put_artifact("prod/app", None, IMAGE_CONFIG, &[LAYER, LAYER]);
+    let (index, index_bytes) = reg.put_index(
+        "prod/app",
+        "v1",
+        &[
+            (&amd, amd_bytes.len(), "linux/amd64"),
+            (&arm, arm_bytes.len(), "linux/arm64"),
+        ],
+    );
+    put_cosign_referrer(&reg, "prod/app", &index, index_bytes.len(), &key);
+    put_cosign_referrer(&reg, "prod/app", &amd, amd_bytes.len(), &key);
+    assert_eq!(get(&proxy.url("/v2/prod/app/manifests/v1")).await.status, 200);
+    assert_eq!(
+        get(&proxy.url(&format!("/v2/prod/app/manifests/{amd}"))).await.status,
+        200
+    );
+    assert_denied(
+        &get(&proxy.url(&format!("/v2/prod/app/manifests/{arm}"))).await,
+        "no cosign signature found",
+    );
+}
