@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the hot functions (criterion):
 //! digest hashing throughput, the sled index with a million records (get, put, full scan),
 //! reference parsing and routing, manifest parsing, counting a request in the metrics,
-//! matching policy globs.
+//! matching policy globs, verifying a cosign signature and reading a remembered verdict.
 //!
 //! ```sh
 //! cargo bench --bench hot
@@ -144,5 +144,57 @@ fn counting_and_globs(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hashing, index, routing, manifests, counting_and_globs);
+/// What `require_signature` costs: one verification (a digest's first pull) and the
+/// remembered verdict every later pull reads instead.
+fn signatures(c: &mut Criterion) {
+    use base64::Engine;
+    use entrepot::policy::cosign::{self, Judgement, Keyring, Outcome, PublicKey};
+    use entrepot::store::index::SignatureVerdict;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64(&spki));
+    let keys = Keyring::new(vec![PublicKey::from_pem("cosign.pub", pem.as_bytes()).unwrap()], "");
+    let subject = Digest::sha256_of(b"an image manifest");
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"x"}},"image":{{"docker-manifest-digest":"{subject}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    let signature = b64(pair.sign(&rng, payload.as_bytes()).unwrap().as_ref());
+    c.bench_function("cosign_verify_p256", |b| {
+        b.iter(|| cosign::simple_signing(&keys, black_box(payload.as_bytes()), black_box(&signature), &subject))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let verdict = SignatureVerdict {
+        decided_at: 1,
+        judgement: Judgement {
+            outcome: Outcome::Verified,
+            detail: "signed with cosign.pub (tag sha256-….sig, layer 0)".into(),
+        },
+    };
+    index
+        .put_signature_verdict(&keys.fingerprint, "docker.io", "myorg/app", &subject, &verdict)
+        .unwrap();
+    c.bench_function("signature_verdict_read", |b| {
+        b.iter(|| {
+            index
+                .signature_verdict(black_box(&keys.fingerprint), "docker.io", "myorg/app", &subject)
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    hashing,
+    index,
+    routing,
+    manifests,
+    counting_and_globs,
+    signatures
+);
 criterion_main!(benches);
