@@ -139,6 +139,7 @@ struct RawUpstream {
     password_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     library_prefix: Option<bool>,
+    repository_prefix: Option<String>,
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -258,6 +259,9 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Docker Hub's rule: a one-component name `x` means `library/x`.
     pub library_prefix: bool,
+    /// Prepended to every repository name sent to this upstream (`docker.io/`, when the
+    /// upstream is another entrepot or a Harbor proxy project serving several registries).
+    pub repository_prefix: Option<String>,
     pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers (first byte).
     pub response_timeout: Duration,
@@ -701,6 +705,16 @@ impl RawUpstream {
                 ));
             }
         }
+        let repository_prefix = match self.repository_prefix {
+            Some(p) if crate::oci::name::is_valid_name(&p) => Some(p),
+            Some(p) => {
+                return Err(bad(
+                    format!("{at}.repository_prefix"),
+                    format!("{p:?} is not a repository name prefix (path components: a-z0-9 ._-)"),
+                ))
+            }
+            None => None,
+        };
         Ok(UpstreamConfig {
             name,
             aliases,
@@ -708,6 +722,7 @@ impl RawUpstream {
             credentials,
             ca_file: self.ca_file,
             library_prefix: self.library_prefix.unwrap_or(docker_hub),
+            repository_prefix,
             connect_timeout: duration(&format!("{at}.connect_timeout"), self.connect_timeout, "10s")?,
             response_timeout: duration(&format!("{at}.response_timeout"), self.response_timeout, "15s")?,
             idle_timeout: duration(&format!("{at}.idle_timeout"), self.idle_timeout, "10s")?,
@@ -925,6 +940,10 @@ url = "https://registry-1.docker.io"
         assert!(err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\ntag_ttl=\"x\"").contains("unknown field"));
         assert!(err("tag_ttl = \"soon\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("tag_ttl"));
         assert!(err("default_upstream=\"b\"\n[[upstream]]\nname=\"a\"\nurl=\"http://a\"").contains("default_upstream"));
+        assert!(
+            err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nrepository_prefix=\"/docker.io/\"")
+                .contains("upstream[0].repository_prefix")
+        );
         assert!(
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
                 .contains("upstream[1]")

@@ -66,8 +66,14 @@ impl Upstream {
     }
 
     async fn manifest(&self, method: Method, repo: &str, reference: &str, accept: &str) -> Result<Response<Incoming>> {
+        let remote = self.remote(repo);
         let resp = self
-            .send(method, &format!("/v2/{repo}/manifests/{reference}"), Some(accept), repo)
+            .send(
+                method,
+                &format!("/v2/{remote}/manifests/{reference}"),
+                Some(accept),
+                &remote,
+            )
             .await?;
         if resp.status() != StatusCode::OK {
             return Err(self.status_error(&resp, Error::ManifestUnknown(format!("{repo}:{reference}"))));
@@ -77,8 +83,9 @@ impl Upstream {
 
     /// `HEAD` of a blob: its length, when given; 404 is `BlobUnknown`.
     pub async fn head_blob(&self, repo: &str, d: &Digest) -> Result<Option<u64>> {
+        let remote = self.remote(repo);
         let resp = self
-            .send(Method::HEAD, &format!("/v2/{repo}/blobs/{d}"), None, repo)
+            .send(Method::HEAD, &format!("/v2/{remote}/blobs/{d}"), None, &remote)
             .await?;
         if resp.status() != StatusCode::OK {
             return Err(self.status_error(&resp, Error::BlobUnknown));
@@ -89,8 +96,9 @@ impl Upstream {
     /// `GET` of a blob, whole, or from byte `from` on (resuming a download: anything but
     /// those very bytes is refused); 404 is `BlobUnknown`.
     pub async fn get_blob(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<BlobBody> {
+        let remote = self.remote(repo);
         let resp = self
-            .send_range(Method::GET, &format!("/v2/{repo}/blobs/{d}"), None, repo, from)
+            .send_range(Method::GET, &format!("/v2/{remote}/blobs/{d}"), None, &remote, from)
             .await?;
         let Some(from) = from else {
             if resp.status() != StatusCode::OK {
@@ -118,8 +126,9 @@ impl Upstream {
     /// A page of a repository's tag list: the first when `next` is `None`; 404 is
     /// `NameUnknown`.
     pub async fn get_tag_page(&self, repo: &str, next: Option<&str>) -> Result<TagPage> {
-        let path = next.map_or_else(|| format!("/v2/{repo}/tags/list"), str::to_owned);
-        let resp = self.send(Method::GET, &path, Some("application/json"), repo).await?;
+        let remote = self.remote(repo);
+        let path = next.map_or_else(|| format!("/v2/{remote}/tags/list"), str::to_owned);
+        let resp = self.send(Method::GET, &path, Some("application/json"), &remote).await?;
         if resp.status() != StatusCode::OK {
             return Err(self.status_error(&resp, Error::NameUnknown(repo.to_owned())));
         }
@@ -141,8 +150,9 @@ impl Upstream {
     /// The referrers API's index for `subject`, or `None` when the registry has no such
     /// API (404, or another 4xx for a route it does not know).
     pub async fn get_referrers(&self, repo: &str, subject: &Digest) -> Result<Option<Bytes>> {
-        let path = format!("/v2/{repo}/referrers/{subject}");
-        let resp = self.send(Method::GET, &path, Some(media::OCI_INDEX), repo).await?;
+        let remote = self.remote(repo);
+        let path = format!("/v2/{remote}/referrers/{subject}");
+        let resp = self.send(Method::GET, &path, Some(media::OCI_INDEX), &remote).await?;
         match resp.status() {
             StatusCode::OK => read_small(resp.into_body(), MAX_LIST_BODY, self.config.idle_timeout)
                 .await

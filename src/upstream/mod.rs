@@ -159,6 +159,15 @@ impl Upstream {
         &self.config.name
     }
 
+    /// The repository name this upstream knows `repo` by: with `repository_prefix`, the
+    /// prefix first (an upstream that is itself a cache of several registries).
+    pub fn remote<'a>(&self, repo: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.config.repository_prefix {
+            Some(prefix) => format!("{prefix}/{repo}").into(),
+            None => repo.into(),
+        }
+    }
+
     pub fn health(&self) -> Health {
         self.health.locked().clone()
     }

@@ -106,6 +106,25 @@ url = "http://127.0.0.1:5001"
     }
 
     #[test]
+    fn a_repository_prefix_names_the_repository_upstream_not_here() {
+        let c = crate::config::Config::parse(
+            r#"
+[[upstream]]
+name = "docker.io"
+url = "http://regional.example:5000"
+repository_prefix = "docker.io"
+library_prefix = true
+"#,
+        )
+        .unwrap();
+        let ups = Upstreams::build(&c, Default::default()).unwrap();
+        let t = ups.resolve("alpine", Some("docker.io")).unwrap();
+        assert_eq!(t.repo, "library/alpine");
+        assert_eq!(t.upstream.remote(&t.repo), "docker.io/library/alpine");
+        assert_eq!(upstreams().get("ghcr.io").unwrap().remote("org/app"), "org/app");
+    }
+
+    #[test]
     fn routes_by_ns_prefix_and_default() {
         assert_eq!(
             r("library/alpine", Some("docker.io")).unwrap(),

@@ -13,7 +13,8 @@
 //!   dashboard's queries against what entrepot exports;
 //! - `status`: headless Chromium renders `/-/status` after real pulls;
 //! - `signatures`: cosign signatures made with openssl, pushed to the registry in both of
-//!   cosign's forms, enforced by `require_signature`, online and offline after import.
+//!   cosign's forms, enforced by `require_signature`, online and offline after import;
+//! - `tiered`: an edge entrepot in front of a regional one, the tiers above going away.
 
 #[path = "../common/certs.rs"]
 mod certs;
@@ -25,3 +26,4 @@ mod pulls;
 mod signatures;
 mod status;
 mod support;
+mod tiered;
