@@ -58,6 +58,7 @@ struct RawConfig {
     retention: Vec<toml::Value>,
     auth: Option<RawAuth>,
     tls: Option<RawTls>,
+    cluster: Option<RawCluster>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     max_connections: Option<usize>,
@@ -68,6 +69,18 @@ struct RawConfig {
     sweep_interval: Option<String>,
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(rename = "self")]
+    self_url: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +186,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// TLS on `listen`; `None`: plain HTTP (and h2c).
     pub tls: Option<TlsConfig>,
+    /// The nodes sharing the fetches (`[cluster]`); `None`: one node.
+    pub cluster: Option<ClusterConfig>,
     /// How long a client may take to send its request headers (slowloris).
     pub header_read_timeout: Duration,
     /// How long a SIGTERM waits for transfers in progress before closing them.
@@ -185,6 +200,63 @@ pub struct Config {
     pub scrub_interval: Option<Duration>,
     /// Bytes a second a scrub reads at most, so that serving keeps the disk.
     pub scrub_rate: u64,
+}
+
+/// `[cluster]`: this node and its peers, as they reach each other, and the secret they
+/// authenticate with.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node, as written in `peers`.
+    pub self_url: String,
+    /// Every node, this one included, each an `http(s)://host:port` root.
+    pub peers: Vec<String>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("self_url", &self.self_url)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawCluster {
+    fn validate(self) -> Result<ClusterConfig, ConfigError> {
+        let root = |at: String, text: &str| -> Result<String, ConfigError> {
+            let url: http::Uri = text.parse().map_err(|e| bad(&at, format!("{text:?}: {e}")))?;
+            let ok_scheme = matches!(url.scheme_str(), Some("http") | Some("https"));
+            let no_path = url.path() == "/" || url.path().is_empty();
+            if !ok_scheme || url.host().is_none() || !no_path || url.query().is_some() {
+                return Err(bad(at, format!("{text:?} must be an http(s)://host:port root")));
+            }
+            Ok(text.trim_end_matches('/').to_ascii_lowercase())
+        };
+        let self_url = root(
+            "cluster.self".into(),
+            self.self_url.as_deref().ok_or_else(|| bad("cluster.self", "missing"))?,
+        )?;
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            peers.push(root(format!("cluster.peers[{i}]"), p)?);
+        }
+        peers.sort();
+        peers.dedup();
+        if !peers.contains(&self_url) {
+            return Err(bad("cluster.peers", format!("must list this node ({self_url}) too")));
+        }
+        let secret = secret("cluster", "secret", self.secret, self.secret_env, self.secret_file)?
+            .ok_or_else(|| bad("cluster.secret", "missing: set one of secret, secret_env, secret_file"))?;
+        if secret.len() < 16 {
+            return Err(bad("cluster.secret", "use at least 16 characters"));
+        }
+        Ok(ClusterConfig {
+            self_url,
+            peers,
+            secret,
+        })
+    }
 }
 
 /// PEM files for the listener's TLS.
@@ -385,6 +457,7 @@ impl RawConfig {
             },
             auth: self.auth.map(RawAuth::validate).transpose()?,
             tls: self.tls.map(RawTls::validate).transpose()?,
+            cluster: self.cluster.map(RawCluster::validate).transpose()?,
             header_read_timeout: duration("header_read_timeout", self.header_read_timeout, "30s")?,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace, "30s")?,
             max_connections: match self.max_connections {
@@ -944,6 +1017,27 @@ url = "https://registry-1.docker.io"
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\nrepository_prefix=\"/docker.io/\"")
                 .contains("upstream[0].repository_prefix")
         );
+        let up = "[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n";
+        let cluster = |body: &str| err(&format!("{up}[cluster]\n{body}"));
+        assert!(cluster("peers = [\"http://b:5000\"]\nsecret = \"0123456789abcdef\"").contains("cluster.self"));
+        assert!(
+            cluster("self = \"http://a:5000\"\npeers = [\"http://b:5000\"]\nsecret = \"0123456789abcdef\"")
+                .contains("must list this node")
+        );
+        assert!(cluster("self = \"http://a:5000\"\npeers = [\"http://a:5000\"]").contains("cluster.secret"));
+        assert!(
+            cluster("self = \"http://a:5000\"\npeers = [\"http://a:5000\"]\nsecret = \"short\"")
+                .contains("16 characters")
+        );
+        assert!(
+            cluster("self = \"http://a:5000/x\"\npeers = []\nsecret = \"0123456789abcdef\"").contains("cluster.self")
+        );
+        let c = Config::parse(&format!(
+            "{up}[cluster]\nself = \"http://A:5000/\"\npeers = [\"http://b:5000\", \"http://a:5000\"]\nsecret = \"0123456789abcdef\""
+        ))
+        .unwrap();
+        let c = c.cluster.unwrap();
+        assert_eq!((c.self_url.as_str(), c.peers.len()), ("http://a:5000", 2));
         assert!(
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
                 .contains("upstream[1]")

@@ -37,6 +37,9 @@ pub enum Error {
     AuthRequired { realm: String },
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
+    /// A peer request from a node whose `[cluster] peers` differ from this one's.
+    #[error("misdirected: {0}")]
+    Misdirected(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     /// A request no strict HTTP server would take (RFC 9112): answered, then the connection
@@ -97,6 +100,7 @@ impl Error {
             Error::NameInvalid(_) | Error::DigestInvalid(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) | Error::AuthRequired { .. } => StatusCode::UNAUTHORIZED,
             Error::Denied(_) => StatusCode::FORBIDDEN,
+            Error::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -116,7 +120,7 @@ impl Error {
             Error::NameInvalid(_) => "NAME_INVALID",
             Error::DigestInvalid(_) => "DIGEST_INVALID",
             Error::Unauthorized(_) | Error::AuthRequired { .. } => "UNAUTHORIZED",
-            Error::Denied(_) => "DENIED",
+            Error::Denied(_) | Error::Misdirected(_) => "DENIED",
             Error::Unsupported(_) | Error::BadRequest(_) => "UNSUPPORTED",
             Error::TooManyRequests { .. } => "TOOMANYREQUESTS",
             Error::RangeNotSatisfiable { .. } => "SIZE_INVALID",

@@ -14,6 +14,7 @@
 //! - [`metrics`]: counters and histograms, in Prometheus text;
 //! - [`store`]: blob bytes behind the blob-store seam (local content-addressed files today,
 //!   verified before commit) and the sled index;
+//! - [`cluster`]: several nodes, one fetch: who owns a digest or a tag, peers' tokens;
 //! - [`upstream`]: the closed table of upstream registries, request targets, typed registry
 //!   calls, auth, redirects, timeouts;
 //! - [`cache`]: hits, fills, coalescing, tag negotiation and revalidation, stale-if-error,
@@ -36,6 +37,7 @@ pub mod access;
 pub mod app;
 pub mod cache;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

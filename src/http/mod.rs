@@ -26,6 +26,7 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use tracing::{field, Instrument};
 
+use crate::access::Identity;
 use crate::app::App;
 use crate::cache::Outcome;
 use crate::error::{Error, Result};
@@ -107,6 +108,26 @@ fn count(app: &App, route: &'static str, method: &Method, resp: &Response<Body>)
     }
 }
 
+/// Whether another node of the cluster asks, with the cluster's token. A node whose peer
+/// list differs is refused (421): two nodes that disagree on who owns what never pass a
+/// request back and forth; the asking node fetches itself instead.
+fn from_peer(app: &App, headers: &http::HeaderMap) -> Result<bool> {
+    let Some(cluster) = app.upstreams.cluster() else {
+        return Ok(false);
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !authorization.is_some_and(|a| cluster.is_peer_token(a)) {
+        return Ok(false);
+    }
+    match headers.get(crate::cluster::HEADER).and_then(|v| v.to_str().ok()) {
+        Some(theirs) if theirs == cluster.fingerprint() => Ok(true),
+        theirs => Err(Error::Misdirected(format!(
+            "the asking node's [cluster] peers differ from this node's (fingerprint {theirs:?} there, {:?} here)",
+            cluster.fingerprint()
+        ))),
+    }
+}
+
 async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Route>) -> Result<Response<Body>> {
     check_framing(req)?;
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -127,7 +148,11 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
         return Ok(status::page(app, &who()?, req.method() == Method::HEAD));
     }
     let route = route?;
-    let who = who()?;
+    let who = if from_peer(app, req.headers())? {
+        Identity::Peer
+    } else {
+        who()?
+    };
     let span = tracing::Span::current();
     span.record("route", route.label());
     if route.endpoint == Endpoint::Upload {

@@ -45,6 +45,17 @@ pub struct TagPage {
 impl Upstream {
     /// `HEAD` of a manifest by tag or digest; 404 is `ManifestUnknown`.
     pub async fn head_manifest(&self, repo: &str, reference: &str, accept: &str) -> Result<ManifestHead> {
+        let key = self.manifest_key(repo, reference);
+        if let Some(answer) = self
+            .ask_owner(&key, |o| o.head_manifest_here(repo, reference, accept))
+            .await
+        {
+            return answer;
+        }
+        self.head_manifest_here(repo, reference, accept).await
+    }
+
+    async fn head_manifest_here(&self, repo: &str, reference: &str, accept: &str) -> Result<ManifestHead> {
         let resp = self.manifest(Method::HEAD, repo, reference, accept).await?;
         Ok(manifest_head(&resp, false).unwrap_or_default())
     }
@@ -52,6 +63,49 @@ impl Upstream {
     /// `GET` of a manifest by tag or digest, read whole up to `limit` bytes; 404 is
     /// `ManifestUnknown`. A malformed `Docker-Content-Digest` is the upstream's fault.
     pub async fn get_manifest(&self, repo: &str, reference: &str, accept: &str, limit: u64) -> Result<ManifestBody> {
+        let key = self.manifest_key(repo, reference);
+        if let Some(answer) = self
+            .ask_owner(&key, |o| o.get_manifest_here(repo, reference, accept, limit))
+            .await
+        {
+            return answer;
+        }
+        self.get_manifest_here(repo, reference, accept, limit).await
+    }
+
+    /// What owns a manifest in a cluster: its digest, or the tag in its repository.
+    fn manifest_key(&self, repo: &str, reference: &str) -> String {
+        if reference.contains(':') {
+            reference.to_owned()
+        } else {
+            format!("{}/{repo}:{reference}", self.name())
+        }
+    }
+
+    /// With `[cluster]`, the answer of the node that owns `key`, when another node does and
+    /// it answers; `None` when this node is to ask the upstream itself. "Not found" is an
+    /// answer; a node that is unreachable, refuses or fails is not (its metrics and this
+    /// warning tell), and costs a fetch of this node's own.
+    async fn ask_owner<'a, T, F>(&'a self, key: &str, ask: impl FnOnce(&'a Upstream) -> F) -> Option<Result<T>>
+    where
+        F: std::future::Future<Output = Result<T>> + 'a,
+    {
+        let owner = self.owner_of(key)?;
+        match ask(owner).await {
+            Err(e)
+                if !matches!(
+                    e,
+                    Error::ManifestUnknown(_) | Error::BlobUnknown | Error::NameUnknown(_)
+                ) =>
+            {
+                tracing::warn!(upstream = %self.name(), owner = %owner.name(), key, error = %e, "owner did not answer; fetching here");
+                None
+            }
+            answer => Some(answer),
+        }
+    }
+
+    async fn get_manifest_here(&self, repo: &str, reference: &str, accept: &str, limit: u64) -> Result<ManifestBody> {
         let resp = self.manifest(Method::GET, repo, reference, accept).await?;
         let length = header_str(resp.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if let Some(l) = length.filter(|l| *l > limit) {
@@ -83,6 +137,13 @@ impl Upstream {
 
     /// `HEAD` of a blob: its length, when given; 404 is `BlobUnknown`.
     pub async fn head_blob(&self, repo: &str, d: &Digest) -> Result<Option<u64>> {
+        if let Some(answer) = self.ask_owner(&d.to_string(), |o| o.head_blob_here(repo, d)).await {
+            return answer;
+        }
+        self.head_blob_here(repo, d).await
+    }
+
+    async fn head_blob_here(&self, repo: &str, d: &Digest) -> Result<Option<u64>> {
         let remote = self.remote(repo);
         let resp = self
             .send(Method::HEAD, &format!("/v2/{remote}/blobs/{d}"), None, &remote)
@@ -96,6 +157,13 @@ impl Upstream {
     /// `GET` of a blob, whole, or from byte `from` on (resuming a download: anything but
     /// those very bytes is refused); 404 is `BlobUnknown`.
     pub async fn get_blob(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<BlobBody> {
+        if let Some(answer) = self.ask_owner(&d.to_string(), |o| o.get_blob_here(repo, d, from)).await {
+            return answer;
+        }
+        self.get_blob_here(repo, d, from).await
+    }
+
+    async fn get_blob_here(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<BlobBody> {
         let remote = self.remote(repo);
         let resp = self
             .send_range(Method::GET, &format!("/v2/{remote}/blobs/{d}"), None, &remote, from)

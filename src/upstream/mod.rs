@@ -18,6 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -33,20 +34,33 @@ const MAX_REDIRECTS: usize = 5;
 pub struct Upstreams {
     all: Vec<Arc<Upstream>>,
     default: Option<Arc<Upstream>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Upstreams {
     pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Upstreams> {
+        let cluster = config.cluster.clone().map(|c| Arc::new(Cluster::new(c)));
         let all: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Upstream::build(u.clone(), metrics.clone()).map(Arc::new))
+            .map(|u| {
+                let mut up = Upstream::build(u.clone(), metrics.clone())?;
+                if let Some(c) = &cluster {
+                    up.owners = Some(Owners::build(u, c, &metrics)?);
+                }
+                Ok(Arc::new(up))
+            })
             .collect::<Result<_>>()?;
         let default = config
             .default_upstream
             .as_ref()
             .and_then(|n| all.iter().find(|u| &u.config.name == n).cloned());
-        Ok(Upstreams { all, default })
+        Ok(Upstreams { all, default, cluster })
+    }
+
+    /// The cluster this node is part of, with `[cluster]`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The upstream known by this name or alias (case-insensitive).
@@ -74,6 +88,55 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     fetches: Arc<tokio::sync::Semaphore>,
     health: std::sync::Mutex<Health>,
+    /// With `[cluster]`: this upstream reached through each other node, for what it owns.
+    owners: Option<Owners>,
+    /// Set when this is another node standing in for an upstream: how to authenticate.
+    peer: Option<PeerAuth>,
+}
+
+/// An upstream through the other nodes of the cluster.
+struct Owners {
+    cluster: Arc<Cluster>,
+    /// Per other node, keyed by its URL as `[cluster] peers` writes it.
+    via: Vec<(String, Arc<Upstream>)>,
+}
+
+struct PeerAuth {
+    authorization: String,
+    fingerprint: HeaderValue,
+}
+
+impl Owners {
+    fn build(base: &UpstreamConfig, cluster: &Arc<Cluster>, metrics: &Arc<Metrics>) -> Result<Owners> {
+        let mut via = Vec::new();
+        for peer in cluster.others() {
+            let url: Uri = peer.parse().map_err(Error::internal)?;
+            let mut config = base.clone();
+            config.name = format!("{}@{}", base.name, url.authority().map_or(peer, |a| a.as_str()));
+            config.url = url;
+            config.aliases = Vec::new();
+            config.credentials = None;
+            config.ca_file = None;
+            // The other node knows this upstream by its name, as a path prefix.
+            config.repository_prefix = Some(base.name.clone());
+            config.library_prefix = false;
+            // A node that is gone should cost little; one that is waiting on the upstream
+            // itself is given the upstream's own time, and some.
+            config.connect_timeout = config.connect_timeout.min(Duration::from_secs(2));
+            config.response_timeout += Duration::from_secs(5);
+            config.idle_timeout += Duration::from_secs(5);
+            let mut up = Upstream::build(config, metrics.clone())?;
+            up.peer = Some(PeerAuth {
+                authorization: cluster.authorization(),
+                fingerprint: HeaderValue::from_str(cluster.fingerprint()).map_err(Error::internal)?,
+            });
+            via.push((peer.to_owned(), Arc::new(up)));
+        }
+        Ok(Owners {
+            cluster: cluster.clone(),
+            via,
+        })
+    }
 }
 
 /// How an upstream has been answering, for the status page.
@@ -152,7 +215,16 @@ impl Upstream {
             tokens: TokenCache::default(),
             metrics,
             health: Default::default(),
+            owners: None,
+            peer: None,
         })
+    }
+
+    /// The other node that owns `key`, when another node does.
+    fn owner_of(&self, key: &str) -> Option<&Arc<Upstream>> {
+        let owners = self.owners.as_ref()?;
+        let owner = owners.cluster.owner(key);
+        owners.via.iter().find(|(p, _)| p == owner).map(|(_, up)| up)
     }
 
     pub fn name(&self) -> &str {
@@ -235,6 +307,12 @@ impl Upstream {
         from: Option<u64>,
     ) -> Result<Response<Incoming>> {
         let method = method.clone();
+        if let Some(peer) = &self.peer {
+            let uri = self.uri(path)?;
+            return self
+                .send_once(&method, &uri, accept, Some(&peer.authorization), from)
+                .await;
+        }
         let scope = format!("repository:{repo}:pull");
         let mut uri = self.uri(path)?;
         let home = origin(&uri);
@@ -386,6 +464,9 @@ impl Upstream {
         }
         if let Some(from) = from {
             req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
+        if let Some(peer) = &self.peer {
+            req = req.header(cluster::HEADER, peer.fingerprint.clone());
         }
         let req = req.body(Empty::new()).map_err(|e| self.bad(e.to_string()))?;
         let started = std::time::Instant::now();

@@ -14,12 +14,16 @@
 //! - `status`: headless Chromium renders `/-/status` after real pulls;
 //! - `signatures`: cosign signatures made with openssl, pushed to the registry in both of
 //!   cosign's forms, enforced by `require_signature`, online and offline after import;
-//! - `tiered`: an edge entrepot in front of a regional one, the tiers above going away.
+//! - `tiered`: an edge entrepot in front of a regional one, the tiers above going away;
+//! - `cluster`: three nodes, one upstream fetch per digest, a lost node.
 
 #[path = "../common/certs.rs"]
 mod certs;
+mod cluster;
 #[path = "../common/html.rs"]
 mod html;
+#[path = "../common/htpasswd.rs"]
+mod htpasswd;
 mod metrics;
 mod mixed;
 mod pulls;

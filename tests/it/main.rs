@@ -3,6 +3,8 @@
 
 #[path = "../common/html.rs"]
 mod html;
+#[path = "../common/htpasswd.rs"]
+mod htpasswd;
 mod support;
 
 mod access;

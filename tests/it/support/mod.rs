@@ -185,13 +185,7 @@ pub fn basic(user: &str, password: &str) -> String {
     )
 }
 
-/// An htpasswd file at `path` with these users (bcrypt, cost 4: tests need no more).
-pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
-    let lines: String = (users.iter())
-        .map(|(u, pw)| format!("{u}:{}\n", bcrypt::hash(pw, 4).unwrap()))
-        .collect();
-    std::fs::write(path, lines).unwrap();
-}
+pub use crate::htpasswd::write_htpasswd;
 
 /// A loopback port free right now (for a process the test starts).
 pub fn free_port() -> u16 {

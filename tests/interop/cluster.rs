@@ -1,0 +1,168 @@
+//! Three entrepot nodes in a `[cluster]` in front of a real docker-registry: one upstream
+//! fetch per digest across them, whichever node the clients ask, and a lost node costing a
+//! duplicate fetch, never a failed pull.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+const UPSTREAM: &str = "registry.interop.test";
+const SECRET: &str = "interop-cluster-secret-0123456789";
+/// Clients log in ([auth] without anonymous access); peers come in with the secret.
+const CREDS: &str = "puller:puller-pw";
+
+/// Requests the nodes sent straight to the registry, all results, summed over the nodes
+/// (requests to a peer are counted under `<upstream>@<peer>`).
+fn upstream_requests(nodes: &[&str]) -> u64 {
+    let series = format!("entrepot_upstream_requests_total{{upstream=\"{UPSTREAM}\",");
+    nodes
+        .iter()
+        .map(|addr| {
+            fetch(&format!("http://{addr}/metrics"), None)
+                .text()
+                .lines()
+                .filter(|l| l.starts_with(&series))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
+}
+
+fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], registry: &str) -> Proc {
+    let config = dir.join(format!("{name}.toml"));
+    let htpasswd = dir.join("cluster.htpasswd");
+    if !htpasswd.exists() {
+        let (user, pw) = CREDS.split_once(':').unwrap();
+        crate::htpasswd::write_htpasswd(&htpasswd, &[(user, pw)]);
+    }
+    let peer_list: Vec<String> = peers.iter().map(|p| format!("\"http://{p}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\ntag_ttl = \"1h\"\n[auth]\nhtpasswd = \"{}\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n",
+            dir.join(format!("{name}-data")).display(),
+            htpasswd.display(),
+            peer_list.join(", ")
+        ),
+    )
+    .unwrap();
+    serve_entrepot(dir, name, &config, addr)
+}
+
+fn skopeo_copy_through(dir: &Path, addr: &str, round: &str, logs: &[&Proc]) {
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        let out = dir.join(format!("{round}-{i}"));
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--src-tls-verify=false", "--src-creds", CREDS]);
+        if *all {
+            cmd.arg("--all");
+        }
+        let o = cmd
+            .arg(format!("docker://{addr}/{image}"))
+            .arg(format!("dir:{}", out.display()))
+            .output()
+            .unwrap();
+        let logs: Vec<String> = logs.iter().map(|p| p.log_text()).collect();
+        assert!(
+            o.status.success(),
+            "{round} {image}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs.join("\n")
+        );
+        assert!(
+            dir_contents(&out) == dir_contents(&dir.join(format!("direct-{i}"))),
+            "{round} {image}: differs from the registry's"
+        );
+    }
+}
+
+#[test]
+fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
+    if !tools_present(&["docker-registry", "skopeo", "curl"]) {
+        return;
+    }
+    let w = world();
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        skopeo_to_dir(
+            &format!("{}/{image}", w.registry_addr),
+            &w.dir.join(format!("direct-{i}")),
+            *all,
+        );
+    }
+    let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let a = start_node(&w.dir, "node-a", &addrs[0], &addrs, &w.registry_addr);
+    let mut b = start_node(&w.dir, "node-b", &addrs[1], &addrs, &w.registry_addr);
+    let mut c = start_node(&w.dir, "node-c", &addrs[2], &addrs, &w.registry_addr);
+    let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+
+    // 16 clients spread over the three nodes ask for one cold layer at once: one upstream
+    // request in all, and every client gets the layer's bytes.
+    let manifest = fetch(
+        &format!("http://{}/v2/interop/oci/manifests/v1", w.registry_addr),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let before = upstream_requests(&all);
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let url = format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 3]);
+            let out = w.dir.join(format!("layer-{i}"));
+            std::thread::spawn(move || {
+                run(Command::new("curl")
+                    .args(["-fsS", "--max-time", "60", "-u", CREDS, "-o"])
+                    .arg(&out)
+                    .arg(&url));
+                std::fs::read(&out).unwrap()
+            })
+        })
+        .collect();
+    for client in clients {
+        let bytes = client.join().unwrap();
+        assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), layer);
+    }
+    assert_eq!(
+        upstream_requests(&all) - before,
+        1,
+        "one upstream GET for 16 clients on 3 nodes"
+    );
+
+    // Whole images through one node, then the others: the others ask nothing upstream.
+    skopeo_copy_through(&w.dir, &addrs[0], "via-a", &[&a, &b, &c]);
+    let after_a = upstream_requests(&all);
+    skopeo_copy_through(&w.dir, &addrs[1], "via-b", &[&a, &b, &c]);
+    skopeo_copy_through(&w.dir, &addrs[2], "via-c", &[&a, &b, &c]);
+    assert_eq!(
+        upstream_requests(&all),
+        after_a,
+        "the second and third node fetched upstream"
+    );
+
+    // A node whose peer list differs is not a peer: 421, and its own fetch instead.
+    let misdirected = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {SECRET}"))
+        .args(["-H", "Entrepot-Cluster: 0000000000000000"])
+        .arg(format!("http://{}/v2/{UPSTREAM}/interop/oci/blobs/{layer}", addrs[0]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&misdirected.stdout), "421");
+
+    // Node C goes, and B comes back with an empty disk on the same address: what C owned,
+    // B fetches itself (a duplicate fetch, never a failed pull); what A owns, A serves.
+    c.stop();
+    b.stop();
+    let b2 = start_node(&w.dir, "node-b2", &addrs[1], &addrs, &w.registry_addr);
+    let a_before = upstream_requests(&all[..1]);
+    skopeo_copy_through(&w.dir, &addrs[1], "via-b-without-c", &[&a, &b2]);
+    assert!(
+        upstream_requests(&all[1..2]) > 0,
+        "B fetched nothing itself: C owned nothing?"
+    );
+    assert_eq!(
+        upstream_requests(&all[..1]),
+        a_before,
+        "A served what it owns from its cache"
+    );
+}
