@@ -59,6 +59,7 @@ struct RawConfig {
     auth: Option<RawAuth>,
     tls: Option<RawTls>,
     cluster: Option<RawCluster>,
+    storage: Option<RawStorage>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     max_connections: Option<usize>,
@@ -69,6 +70,26 @@ struct RawConfig {
     sweep_interval: Option<String>,
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    access_key_id_env: Option<String>,
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key: Option<String>,
+    secret_access_key_env: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    /// `https://<bucket>.<endpoint>/` instead of `<endpoint>/<bucket>/`.
+    #[serde(default)]
+    virtual_host_style: bool,
+    local_max_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +209,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The nodes sharing the fetches (`[cluster]`); `None`: one node.
     pub cluster: Option<ClusterConfig>,
+    /// The shared blob tier (`[storage]`); `None`: local disk only.
+    pub storage: Option<StorageConfig>,
     /// How long a client may take to send its request headers (slowloris).
     pub header_read_timeout: Duration,
     /// How long a SIGTERM waits for transfers in progress before closing them.
@@ -200,6 +223,76 @@ pub struct Config {
     pub scrub_interval: Option<Duration>,
     /// Bytes a second a scrub reads at most, so that serving keeps the disk.
     pub scrub_rate: u64,
+}
+
+/// `[storage] type = "s3"`: the blob tier the nodes share, behind each one's local disk.
+#[derive(Clone)]
+pub struct StorageConfig {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub virtual_host_style: bool,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawStorage {
+    fn validate(self) -> Result<StorageConfig, ConfigError> {
+        match self.kind.as_deref() {
+            Some("s3") => {}
+            other => return Err(bad("storage.type", format!("{other:?}: the one type is \"s3\""))),
+        }
+        let endpoint = self.endpoint.ok_or_else(|| bad("storage.endpoint", "missing"))?;
+        let url: http::Uri = endpoint
+            .parse()
+            .map_err(|e| bad("storage.endpoint", format!("{endpoint:?}: {e}")))?;
+        if !matches!(url.scheme_str(), Some("http") | Some("https")) || url.host().is_none() {
+            return Err(bad(
+                "storage.endpoint",
+                format!("{endpoint:?} must be an http(s):// URL"),
+            ));
+        }
+        let bucket = self.bucket.ok_or_else(|| bad("storage.bucket", "missing"))?;
+        let key_id = secret(
+            "storage",
+            "access_key_id",
+            self.access_key_id,
+            self.access_key_id_env,
+            self.access_key_id_file,
+        )?
+        .ok_or_else(|| bad("storage.access_key_id", "missing: set access_key_id, _env or _file"))?;
+        let key_secret = secret(
+            "storage",
+            "secret_access_key",
+            self.secret_access_key,
+            self.secret_access_key_env,
+            self.secret_access_key_file,
+        )?
+        .ok_or_else(|| {
+            bad(
+                "storage.secret_access_key",
+                "missing: set secret_access_key, _env or _file",
+            )
+        })?;
+        Ok(StorageConfig {
+            endpoint,
+            bucket,
+            region: self.region.unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key_id: key_id,
+            secret_access_key: key_secret,
+            virtual_host_style: self.virtual_host_style,
+        })
+    }
 }
 
 /// `[cluster]`: this node and its peers, as they reach each other, and the secret they
@@ -384,7 +477,22 @@ impl Config {
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(mut self) -> Result<Config, ConfigError> {
+        // With a shared tier, this node's disk is its local tier, and its budget may be
+        // given with the storage it sits in front of.
+        let storage = self.storage.take();
+        let local_max_bytes = match (
+            self.max_cache_bytes.take(),
+            storage.as_ref().and_then(|s| s.local_max_bytes.clone()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "storage.local_max_bytes",
+                    "max_cache_bytes is set too: keep one of them",
+                ))
+            }
+            (a, b) => a.or(b),
+        };
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:5000".to_owned());
         let listen = listen_text
             .parse()
@@ -458,6 +566,7 @@ impl RawConfig {
             auth: self.auth.map(RawAuth::validate).transpose()?,
             tls: self.tls.map(RawTls::validate).transpose()?,
             cluster: self.cluster.map(RawCluster::validate).transpose()?,
+            storage: storage.map(RawStorage::validate).transpose()?,
             header_read_timeout: duration("header_read_timeout", self.header_read_timeout, "30s")?,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace, "30s")?,
             max_connections: match self.max_connections {
@@ -478,7 +587,7 @@ impl RawConfig {
                     .enumerate()
                     .map(|(i, v)| retention_class(i, v))
                     .collect::<Result<_, _>>()?,
-                limits: limits(self.max_cache_bytes, self.high_watermark, self.low_watermark)?,
+                limits: limits(local_max_bytes, self.high_watermark, self.low_watermark)?,
                 sweep_interval: duration("sweep_interval", self.sweep_interval, "10m")?,
             },
         })
@@ -1038,6 +1147,20 @@ url = "https://registry-1.docker.io"
         .unwrap();
         let c = c.cluster.unwrap();
         assert_eq!((c.self_url.as_str(), c.peers.len()), ("http://a:5000", 2));
+        let storage = |body: &str| err(&format!("{up}[storage]\n{body}"));
+        assert!(storage("type = \"gcs\"").contains("storage.type"));
+        assert!(storage("type = \"s3\"\nbucket = \"b\"").contains("storage.endpoint"));
+        assert!(
+            storage("type = \"s3\"\nendpoint = \"http://s3\"\nbucket = \"b\"\nsecret_access_key = \"s\"")
+                .contains("storage.access_key_id")
+        );
+        let both = format!(
+            "max_cache_bytes = \"1GiB\"\n{up}[storage]\ntype = \"s3\"\nendpoint = \"http://s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\nlocal_max_bytes = \"2GiB\""
+        );
+        assert!(err(&both).contains("storage.local_max_bytes"));
+        let c = Config::parse(&both.replace("max_cache_bytes = \"1GiB\"\n", "")).unwrap();
+        assert_eq!(c.retention.limits.max_cache_bytes, Some(2 << 30));
+        assert_eq!(c.storage.unwrap().region, "us-east-1");
         assert!(
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
                 .contains("upstream[1]")

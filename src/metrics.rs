@@ -208,6 +208,7 @@ pub struct Metrics {
     pub digest_mismatches: Counter,
     pub policy_decisions: Counter,
     pub signature_verdicts: Counter,
+    pub shared_tier: Counter,
 }
 
 impl Default for Metrics {
@@ -245,6 +246,10 @@ impl Default for Metrics {
                 "entrepot_policy_decisions_total",
                 "Policy decisions, by the rule that made them and the decision (allow, deny).",
             ),
+            shared_tier: Counter::new(
+                "entrepot_shared_tier_total",
+                "The shared blob tier ([storage]), by operation (read, upload) and result (read: hit, miss, error, unconfirmed; upload: uploaded, skipped, error).",
+            ),
             signature_verdicts: Counter::new(
                 "entrepot_signature_verdicts_total",
                 "Signature verifications made (remembered verdicts are not counted again), by rule and outcome (verified, unsigned, unknown_key, wrong_digest, malformed).",
@@ -274,6 +279,7 @@ impl Metrics {
         self.digest_mismatches.render(out);
         self.policy_decisions.render(out);
         self.signature_verdicts.render(out);
+        self.shared_tier.render(out);
     }
 }
 

@@ -25,7 +25,7 @@ use crate::oci::Digest;
 use crate::store::blobs::{BlobReader, Ingest, Mismatch};
 use crate::store::index::BlobRecord;
 use crate::sync::Locked;
-use crate::upstream::{BlobBody, Upstream};
+use crate::upstream::{BlobBody, Origin, Upstream};
 
 use super::Cache;
 
@@ -259,7 +259,7 @@ impl Cache {
 
     async fn run_fill(self: Arc<Self>, fill: Arc<Fill>, up: Arc<Upstream>) -> Result<u64> {
         let _turn = up.fetch_permit().await;
-        let BlobBody { total, body } = up.get_blob(&fill.repo, &fill.digest, None).await?;
+        let BlobBody { total, body, origin } = up.get_blob(&fill.repo, &fill.digest, None).await?;
         // The upstream serves it in this repository: it may be served there from the cache.
         self.store.index.link(up.name(), &fill.repo, &[&fill.digest])?;
         // Make room early when this download will take the cache past the high watermark;
@@ -288,7 +288,7 @@ impl Cache {
             move || hash_chunks(algorithm, rx)
         });
         let stages = [to_writer, to_hasher];
-        let read = read_resuming(body, &stages, total, &up, &fill).await;
+        let read = read_resuming(body, origin, &stages, total, &up, &fill).await;
         drop(stages);
         let written = writer.await.map_err(Error::internal)?;
         let actual = hasher.await.map_err(Error::internal)?;
@@ -318,7 +318,35 @@ impl Cache {
         self.store.index.put_blob(&fill.digest, &record)?;
         let stored = self.retention.add(size);
         self.retention.wake_if_over(stored, high);
+        if origin == Origin::Upstream {
+            self.share(&up, &fill.digest);
+        }
         Ok(size)
+    }
+
+    /// With `[storage]`: a blob this node fetched from the upstream itself goes up to the
+    /// shared tier once committed, in the background (an upload cut short leaves nothing
+    /// visible; the next node to fetch the blob uploads it).
+    fn share(self: &Arc<Self>, up: &Arc<Upstream>, d: &Digest) {
+        let Some(shared) = up.shared().cloned() else {
+            return;
+        };
+        let (this, d) = (self.clone(), d.clone());
+        tokio::spawn(async move {
+            let blob = match crate::store::blobs::committed_async(&this.store.blobs, &d).await {
+                Ok(Some(blob)) => blob,
+                _ => return,
+            };
+            let result = match shared.put(&d, blob).await {
+                Ok(true) => "uploaded",
+                Ok(false) => "skipped",
+                Err(e) => {
+                    tracing::warn!(digest = %d, error = %e, "blob not uploaded to the shared tier");
+                    "error"
+                }
+            };
+            this.metrics.shared_tier.add(&[("op", "upload"), ("result", result)], 1);
+        });
     }
 }
 
@@ -364,6 +392,7 @@ const MAX_RESUMES: u32 = 3;
 /// after a minute without progress; the defaults keep this under 30 s).
 async fn read_resuming(
     mut body: Incoming,
+    mut origin: Origin,
     stages: &[mpsc::Sender<Batch>; 2],
     total: Option<u64>,
     up: &Upstream,
@@ -373,7 +402,9 @@ async fn read_resuming(
     let mut resumes = 0;
     let mut resumed_at = None;
     loop {
-        let error = match read_upstream(body, stages, total, up, &mut seen).await {
+        // Bytes from another node or the shared tier are not the upstream's egress.
+        let counted = origin == Origin::Upstream;
+        let error = match read_upstream(body, stages, total, up, counted, &mut seen).await {
             Ok(()) => return Ok(()),
             Err(Interrupted::Fatal(e)) => return Err(e),
             Err(Interrupted::Resumable(e)) if total.is_none() || resumes == MAX_RESUMES => return Err(e),
@@ -384,7 +415,8 @@ async fn read_resuming(
         resumed_at = Some(seen);
         tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(resumes - 1)).await;
         tracing::warn!(upstream = %up.name(), repo = %fill.repo, digest = %fill.digest, from = seen, %error, "blob download interrupted; resuming");
-        body = up.get_blob(&fill.repo, &fill.digest, Some(seen)).await?.body;
+        let resumed = up.get_blob(&fill.repo, &fill.digest, Some(seen)).await?;
+        (body, origin) = (resumed.body, resumed.origin);
     }
 }
 
@@ -417,6 +449,7 @@ async fn read_upstream(
     stages: &[mpsc::Sender<Batch>; 2],
     total: Option<u64>,
     up: &Upstream,
+    counted: bool,
     seen: &mut u64,
 ) -> Result<(), Interrupted> {
     let idle = up.config.idle_timeout;
@@ -445,7 +478,9 @@ async fn read_upstream(
                 if data.is_empty() {
                     continue;
                 }
-                up.count_bytes(data.len());
+                if counted {
+                    up.count_bytes(data.len());
+                }
                 if total.is_some_and(|t| *seen + (gathered + data.len()) as u64 > t) {
                     return Err(Interrupted::Fatal(
                         up.bad(format!("blob body longer than its Content-Length {total:?}")),

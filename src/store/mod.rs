@@ -1,10 +1,12 @@
 //! The store: blob bytes behind the blob-store seam (`blobs`; `content` keeps them in local
 //! files) plus the sled index (`index`), and the start-up reconciliation that makes the two
-//! agree after a crash.
+//! agree after a crash. `shared` is the tier several nodes share on object storage, behind
+//! each node's local files.
 
 pub mod blobs;
 pub mod content;
 pub mod index;
+pub mod shared;
 
 use std::path::Path;
 use std::time::Instant;

@@ -30,10 +30,23 @@ pub struct ManifestBody {
     pub bytes: Bytes,
 }
 
-/// A blob download: its length when the registry gives one, and the body to read.
+/// A blob download: its length when the registry gives one, the body to read, and where
+/// it comes from.
 pub struct BlobBody {
     pub total: Option<u64>,
     pub body: Incoming,
+    pub origin: Origin,
+}
+
+/// Where a download's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The upstream registry itself (or its blob host).
+    Upstream,
+    /// The node of the cluster that owns the digest.
+    Owner,
+    /// The shared tier (`[storage]`).
+    Shared,
 }
 
 /// One page of a tag list: its tags, and the path of the next page.
@@ -156,11 +169,59 @@ impl Upstream {
 
     /// `GET` of a blob, whole, or from byte `from` on (resuming a download: anything but
     /// those very bytes is refused); 404 is `BlobUnknown`.
+    ///
+    /// In a cluster, the owner of the digest is asked first; then, with `[storage]`, the
+    /// shared tier; then the upstream.
     pub async fn get_blob(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<BlobBody> {
         if let Some(answer) = self.ask_owner(&d.to_string(), |o| o.get_blob_here(repo, d, from)).await {
-            return answer;
+            return answer.map(|b| BlobBody {
+                origin: Origin::Owner,
+                ..b
+            });
+        }
+        if let Some(body) = self.read_shared(repo, d, from).await? {
+            return Ok(body);
         }
         self.get_blob_here(repo, d, from).await
+    }
+
+    /// The blob from the shared tier, when the tier holds it and the upstream confirms that
+    /// this repository has it: a blob in the tier came from some repository, and a private
+    /// one's must not reach a client of another. Unconfirmed (the upstream unreachable),
+    /// the tier is not read. An unreadable tier is skipped, with a warning.
+    async fn read_shared(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<Option<BlobBody>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let count = |result: &str| self.metrics.shared_tier.add(&[("op", "read"), ("result", result)], 1);
+        let found = match shared.get(d, from).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                count("miss");
+                return Ok(None);
+            }
+            Err(e) => {
+                count("error");
+                tracing::warn!(upstream = %self.name(), digest = %d, error = %e, "shared storage unreadable; fetching from the upstream");
+                return Ok(None);
+            }
+        };
+        match self.head_blob_here(repo, d).await {
+            Ok(_) => {
+                count("hit");
+                Ok(Some(BlobBody {
+                    total: found.total,
+                    body: found.body,
+                    origin: Origin::Shared,
+                }))
+            }
+            Err(Error::BlobUnknown) => Err(Error::BlobUnknown),
+            Err(e) => {
+                count("unconfirmed");
+                tracing::warn!(upstream = %self.name(), digest = %d, error = %e, "the upstream cannot confirm the repository holds the blob; not reading the shared tier");
+                Ok(None)
+            }
+        }
     }
 
     async fn get_blob_here(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<BlobBody> {
@@ -176,6 +237,7 @@ impl Upstream {
             return Ok(BlobBody {
                 total,
                 body: resp.into_body(),
+                origin: Origin::Upstream,
             });
         };
         let starts_at = header_str(resp.headers(), header::CONTENT_RANGE)
@@ -188,6 +250,7 @@ impl Upstream {
         Ok(BlobBody {
             total: None,
             body: resp.into_body(),
+            origin: Origin::Upstream,
         })
     }
 

@@ -22,9 +22,10 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::store::shared::Shared;
 use crate::sync::Locked;
 use auth::{Challenge, TokenCache};
-pub use calls::{BlobBody, ManifestBody, ManifestHead, TagPage};
+pub use calls::{BlobBody, ManifestBody, ManifestHead, Origin, TagPage};
 pub use target::Target;
 
 const USER_AGENT: &str = concat!("entrepot/", env!("CARGO_PKG_VERSION"));
@@ -40,6 +41,10 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Upstreams> {
         let cluster = config.cluster.clone().map(|c| Arc::new(Cluster::new(c)));
+        let shared = match &config.storage {
+            Some(s) => Some(Arc::new(Shared::new(s).map_err(|e| Error::Internal(e.to_string()))?)),
+            None => None,
+        };
         let all: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -48,6 +53,7 @@ impl Upstreams {
                 if let Some(c) = &cluster {
                     up.owners = Some(Owners::build(u, c, &metrics)?);
                 }
+                up.shared = shared.clone();
                 Ok(Arc::new(up))
             })
             .collect::<Result<_>>()?;
@@ -92,6 +98,8 @@ pub struct Upstream {
     owners: Option<Owners>,
     /// Set when this is another node standing in for an upstream: how to authenticate.
     peer: Option<PeerAuth>,
+    /// The shared blob tier (`[storage]`), read before the upstream and written after it.
+    shared: Option<Arc<Shared>>,
 }
 
 /// An upstream through the other nodes of the cluster.
@@ -217,7 +225,13 @@ impl Upstream {
             health: Default::default(),
             owners: None,
             peer: None,
+            shared: None,
         })
+    }
+
+    /// The shared blob tier, with `[storage]`.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// The other node that owns `key`, when another node does.

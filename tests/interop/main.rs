@@ -15,7 +15,8 @@
 //! - `signatures`: cosign signatures made with openssl, pushed to the registry in both of
 //!   cosign's forms, enforced by `require_signature`, online and offline after import;
 //! - `tiered`: an edge entrepot in front of a regional one, the tiers above going away;
-//! - `cluster`: three nodes, one upstream fetch per digest, a lost node.
+//! - `cluster`: three nodes, one upstream fetch per digest, a lost node;
+//! - `shared`: the shared blob tier on a three-node Garage cluster, nodes with empty disks.
 
 #[path = "../common/certs.rs"]
 mod certs;
@@ -27,6 +28,7 @@ mod htpasswd;
 mod metrics;
 mod mixed;
 mod pulls;
+mod shared;
 mod signatures;
 mod status;
 mod support;

@@ -1,0 +1,253 @@
+//! The shared blob tier: verified blobs on S3-compatible object storage (Garage, MinIO, AWS
+//! S3), behind every node's local disk.
+//!
+//! An object appears under `blobs/<algorithm>/<hex>` only once its upload is complete: a
+//! PUT is visible whole or not at all, and nothing is ever written under a digest key but a
+//! blob this node has verified and committed. Nodes read the tier as they read an upstream:
+//! the bytes go through a fill, hashed as they arrive, before they are served or kept.
+//! Requests are signed by `rusty-s3` (presigned, SigV4) and sent through hyper.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use tokio::sync::mpsc;
+
+use super::blobs::BlobReader;
+use crate::config::StorageConfig;
+use crate::oci::Digest;
+
+/// How long a presigned request stays valid: it is sent at once.
+const SIGNED_FOR: Duration = Duration::from_secs(300);
+/// The largest object one PUT may carry on AWS S3; larger blobs stay local (a multipart
+/// upload would take them, and is not done yet).
+const MAX_SINGLE_PUT: u64 = 5 << 30;
+const UPLOAD_CHUNK: usize = 1 << 20;
+/// Time allowed for the store's response headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UploadBody>;
+
+pub struct Shared {
+    bucket: Bucket,
+    credentials: Credentials,
+    client: HttpsClient,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blob read from the tier: its length, and the body to read.
+pub struct SharedBody {
+    pub total: Option<u64>,
+    pub body: Incoming,
+}
+
+impl Shared {
+    pub fn new(config: &StorageConfig) -> io::Result<Shared> {
+        let endpoint = config
+            .endpoint
+            .parse()
+            .map_err(|e| io::Error::other(format!("storage.endpoint: {e}")))?;
+        let style = if config.virtual_host_style {
+            UrlStyle::VirtualHost
+        } else {
+            UrlStyle::Path
+        };
+        let bucket = Bucket::new(endpoint, style, config.bucket.clone(), config.region.clone())
+            .map_err(|e| io::Error::other(format!("storage: {e:?}")))?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Shared {
+            credentials: Credentials::new(config.access_key_id.clone(), config.secret_access_key.clone()),
+            bucket,
+            client,
+            endpoint: config.endpoint.clone(),
+        })
+    }
+
+    fn key(d: &Digest) -> String {
+        format!("blobs/{}/{}", d.algorithm().name(), d.hex())
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        range_from: Option<u64>,
+        body: UploadBody,
+    ) -> io::Result<Response<Incoming>> {
+        let mut req = Request::builder().method(method).uri(url);
+        if let Some(from) = range_from {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
+        if let Some(len) = body.len {
+            req = req.header(header::CONTENT_LENGTH, len);
+        }
+        let req = req.body(body).map_err(io::Error::other)?;
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(io::Error::other(format!("shared storage {}: {e}", self.endpoint))),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "shared storage {}: no answer within {RESPONSE_TIMEOUT:?}",
+                    self.endpoint
+                ),
+            )),
+        }
+    }
+
+    /// The blob, from byte `from` on when given; `None` when the tier does not hold it.
+    pub async fn get(&self, d: &Digest, from: Option<u64>) -> io::Result<Option<SharedBody>> {
+        let key = Shared::key(d);
+        let url = self.bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let resp = self.send(Method::GET, url.as_str(), from, UploadBody::empty()).await?;
+        let expected = if from.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        match resp.status() {
+            s if s == expected => {
+                let total = if from.is_some() {
+                    None
+                } else {
+                    resp.headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                };
+                Ok(Some(SharedBody {
+                    total,
+                    body: resp.into_body(),
+                }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(io::Error::other(format!("shared storage: GET {key}: {s}"))),
+        }
+    }
+
+    /// Whether the tier holds the blob.
+    pub async fn contains(&self, d: &Digest) -> io::Result<bool> {
+        let key = Shared::key(d);
+        let url = self.bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let resp = self.send(Method::HEAD, url.as_str(), None, UploadBody::empty()).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(io::Error::other(format!("shared storage: HEAD {key}: {s}"))),
+        }
+    }
+
+    /// Uploads a committed (verified) blob under its digest, unless the tier has it.
+    /// Returns whether it uploaded.
+    pub async fn put(&self, d: &Digest, blob: BlobReader) -> io::Result<bool> {
+        let size = blob.size();
+        if size > MAX_SINGLE_PUT {
+            tracing::warn!(digest = %d, size, "blob larger than one PUT may carry; kept on local disk only");
+            return Ok(false);
+        }
+        if self.contains(d).await? {
+            return Ok(false);
+        }
+        let key = Shared::key(d);
+        let url = self.bucket.put_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let resp = self
+            .send(Method::PUT, url.as_str(), None, UploadBody::from_blob(blob))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(io::Error::other(format!(
+                "shared storage: PUT {key}: {}",
+                resp.status()
+            )));
+        }
+        Ok(true)
+    }
+}
+
+/// A request body: nothing, or a committed blob read on the blocking pool, a chunk at a time.
+pub struct UploadBody {
+    rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    len: Option<u64>,
+}
+
+impl UploadBody {
+    fn empty() -> UploadBody {
+        UploadBody { rx: None, len: None }
+    }
+
+    fn from_blob(blob: BlobReader) -> UploadBody {
+        let (tx, rx) = mpsc::channel(4);
+        let size = blob.size();
+        tokio::task::spawn_blocking(move || {
+            let mut at = 0;
+            while at < size {
+                let chunk = blob.read_at(at, UPLOAD_CHUNK.min((size - at) as usize));
+                let n = chunk.as_ref().map_or(0, |c| c.len() as u64);
+                let failed = chunk.is_err() || n == 0;
+                let chunk = if n == 0 && chunk.is_ok() {
+                    Err(super::blobs::truncated())
+                } else {
+                    chunk
+                };
+                if tx.blocking_send(chunk).is_err() || failed {
+                    return;
+                }
+                at += n;
+            }
+        });
+        UploadBody {
+            rx: Some(rx),
+            len: Some(size),
+        }
+    }
+}
+
+impl http_body::Body for UploadBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len.unwrap_or(0))
+    }
+}

@@ -1,0 +1,230 @@
+//! The shared blob tier on a real Garage cluster (three nodes, replication factor 3) behind
+//! a cluster of entrepot nodes in front of docker-registry: blobs fetched once go up to the
+//! tier; nodes that start with empty disks later serve them from it, with no blob from the
+//! upstream; and they still do with one Garage node gone.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const UPSTREAM: &str = "registry.interop.test";
+const SECRET: &str = "interop-cluster-secret-0123456789";
+
+/// Three Garage nodes on loopback, one layout, one bucket and a key that may use it.
+struct Garage {
+    nodes: Vec<Proc>,
+    s3: String,
+    key_id: String,
+    secret: String,
+}
+
+fn garage(config: &Path, args: &[&str]) -> String {
+    run(Command::new("garage").arg("-c").arg(config).args(args))
+}
+
+fn start_garage(dir: &Path) -> Garage {
+    let rpc_secret = sha256_hex(format!("{:?}", Instant::now()).as_bytes());
+    let mut nodes = Vec::new();
+    let mut configs = Vec::new();
+    let mut s3 = Vec::new();
+    for (i, name) in ["garage-1", "garage-2", "garage-3"].into_iter().enumerate() {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let (rpc, api, admin) = (free_port(), free_port(), free_port());
+        let config = root.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 3\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{rpc_secret}\"\n[s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{api}\"\nroot_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let node = Proc::start(
+            name,
+            Command::new("garage").arg("-c").arg(&config).arg("server"),
+            dir.join(format!("{name}.log")),
+        );
+        wait_listening(&format!("127.0.0.1:{api}"), &node);
+        wait_listening(&format!("127.0.0.1:{rpc}"), &node);
+        nodes.push(node);
+        configs.push(config);
+        s3.push(format!("http://127.0.0.1:{api}"));
+        let _ = i;
+    }
+    let ids: Vec<String> = configs
+        .iter()
+        .map(|c| garage(c, &["node", "id", "-q"]).trim().to_owned())
+        .collect();
+    for id in &ids[1..] {
+        garage(&configs[0], &["node", "connect", id]);
+    }
+    for id in &ids {
+        let short = id.split('@').next().unwrap();
+        garage(&configs[0], &["layout", "assign", "-z", "dc1", "-c", "1G", short]);
+    }
+    garage(&configs[0], &["layout", "apply", "--version", "1"]);
+    let key = garage(&configs[0], &["key", "create", "entrepot-key"]);
+    let field = |name: &str| {
+        key.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {key}"))
+    };
+    let (key_id, secret) = (field("Key ID:"), field("Secret key:"));
+    garage(&configs[0], &["bucket", "create", "entrepot"]);
+    garage(
+        &configs[0],
+        &[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "entrepot",
+            "--key",
+            "entrepot-key",
+        ],
+    );
+    Garage {
+        nodes,
+        s3: s3.swap_remove(0),
+        key_id,
+        secret,
+    }
+}
+
+fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], registry: &str, g: &Garage) -> Proc {
+    let config = dir.join(format!("{name}.toml"));
+    let peer_list: Vec<String> = peers.iter().map(|p| format!("\"http://{p}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n[storage]\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"entrepot\"\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nlocal_max_bytes = \"1GiB\"\n",
+            dir.join(format!("{name}-data")).display(),
+            peer_list.join(", "),
+            g.s3,
+            g.key_id,
+            g.secret
+        ),
+    )
+    .unwrap();
+    serve_entrepot(dir, name, &config, addr)
+}
+
+/// A counter summed over nodes: the series whose line starts with `prefix`.
+fn counter(nodes: &[&str], prefix: &str) -> u64 {
+    nodes
+        .iter()
+        .map(|addr| {
+            fetch(&format!("http://{addr}/metrics"), None)
+                .text()
+                .lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
+}
+
+fn copy_all(dir: &Path, addr: &str, round: &str, logs: &[&Proc]) {
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        let out = dir.join(format!("{round}-{i}"));
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--src-tls-verify=false"]);
+        if *all {
+            cmd.arg("--all");
+        }
+        let o = cmd
+            .arg(format!("docker://{addr}/{image}"))
+            .arg(format!("dir:{}", out.display()))
+            .output()
+            .unwrap();
+        let logs: Vec<String> = logs.iter().map(|p| p.log_text()).collect();
+        assert!(
+            o.status.success(),
+            "{round} {image}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs.join("\n")
+        );
+        assert!(
+            dir_contents(&out) == dir_contents(&dir.join(format!("direct-{i}"))),
+            "{round} {image}: differs from the registry's"
+        );
+    }
+}
+
+#[test]
+fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garage_node_gone() {
+    if !tools_present(&["docker-registry", "skopeo", "garage", "curl"]) {
+        return;
+    }
+    let w = world();
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        skopeo_to_dir(
+            &format!("{}/{image}", w.registry_addr),
+            &w.dir.join(format!("direct-{i}")),
+            *all,
+        );
+    }
+    let mut g = start_garage(&w.dir);
+    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let mut a = start_node(&w.dir, "node-a", &addrs[0], &addrs, &w.registry_addr, &g);
+    let mut b = start_node(&w.dir, "node-b", &addrs[1], &addrs, &w.registry_addr, &g);
+    let first: Vec<&str> = addrs.iter().map(String::as_str).collect();
+
+    // Through A: each of the four distinct blobs is fetched once, by its owner, and goes up.
+    copy_all(&w.dir, &addrs[0], "first", &[&a, &b]);
+    let uploaded = "entrepot_shared_tier_total{op=\"upload\",result=\"uploaded\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter(&first, uploaded) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "uploads: {}\n{}",
+            counter(&first, uploaded),
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(counter(&first, uploaded), 4);
+
+    // Both nodes come back on the same addresses with empty disks: every blob comes from
+    // the tier (the upstream only confirms, with a HEAD, and sends the small manifests).
+    a.stop();
+    b.stop();
+    let a2 = start_node(&w.dir, "node-a2", &addrs[0], &addrs, &w.registry_addr, &g);
+    let b2 = start_node(&w.dir, "node-b2", &addrs[1], &addrs, &w.registry_addr, &g);
+    copy_all(&w.dir, &addrs[1], "empty-disks", &[&a2, &b2]);
+    // Less than the smallest layer came from the upstream (the manifests); each of the four
+    // blobs was read from the tier once, by its owner.
+    let smallest_layer = (0..IMAGES.len())
+        .flat_map(|i| dir_contents(&w.dir.join(format!("direct-{i}"))))
+        .map(|(_, bytes)| bytes.len())
+        .filter(|n| *n > 16 << 10)
+        .min()
+        .unwrap() as u64;
+    let from_upstream = counter(
+        &first,
+        &format!("entrepot_upstream_bytes_total{{upstream=\"{UPSTREAM}\"}}"),
+    );
+    assert!(
+        from_upstream < smallest_layer,
+        "{from_upstream} bytes came from the upstream (smallest layer: {smallest_layer})"
+    );
+    assert_eq!(
+        counter(&first, "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
+        4
+    );
+
+    // One Garage node goes (replication 3): a node with an empty disk still reads all.
+    g.nodes[2].stop();
+    let c_addr = format!("127.0.0.1:{}", free_port());
+    let c = start_node(&w.dir, "node-c", &c_addr, &[c_addr.clone()], &w.registry_addr, &g);
+    copy_all(&w.dir, &c_addr, "garage-node-gone", &[&c]);
+    assert_eq!(
+        counter(&[&c_addr], "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
+        4
+    );
+}
