@@ -29,7 +29,7 @@ fn start_garage(dir: &Path) -> Garage {
     let mut nodes = Vec::new();
     let mut configs = Vec::new();
     let mut s3 = Vec::new();
-    for (i, name) in ["garage-1", "garage-2", "garage-3"].into_iter().enumerate() {
+    for name in ["garage-1", "garage-2", "garage-3"] {
         let root = dir.join(name);
         std::fs::create_dir_all(&root).unwrap();
         let (rpc, api, admin) = (free_port(), free_port(), free_port());
@@ -52,7 +52,6 @@ fn start_garage(dir: &Path) -> Garage {
         nodes.push(node);
         configs.push(config);
         s3.push(format!("http://127.0.0.1:{api}"));
-        let _ = i;
     }
     let ids: Vec<String> = configs
         .iter()
@@ -221,7 +220,14 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     // One Garage node goes (replication 3): a node with an empty disk still reads all.
     g.nodes[2].stop();
     let c_addr = format!("127.0.0.1:{}", free_port());
-    let c = start_node(&w.dir, "node-c", &c_addr, &[c_addr.clone()], &w.registry_addr, &g);
+    let c = start_node(
+        &w.dir,
+        "node-c",
+        &c_addr,
+        std::slice::from_ref(&c_addr),
+        &w.registry_addr,
+        &g,
+    );
     copy_all(&w.dir, &c_addr, "garage-node-gone", &[&c]);
     assert_eq!(
         counter(&[&c_addr], "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
