@@ -272,6 +272,7 @@ impl Cache {
         }
         self.admit_repository(t)?;
         if self.settings.policy.blobs_require_manifest
+            && !t.for_peer
             && !self.store.index.is_blob_allowed(t.upstream.name(), &t.repo, d)?
         {
             self.count_decision("blobs_require_manifest", false);

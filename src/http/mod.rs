@@ -168,7 +168,8 @@ async fn dispatch<B>(app: &Arc<App>, req: &Request<B>, route: Result<route::Rout
     }
     let query = req.uri().query();
     let ns = query_param(query, "ns");
-    let target = app.upstreams.resolve(&route.name, ns.as_deref())?;
+    let mut target = app.upstreams.resolve(&route.name, ns.as_deref())?;
+    target.for_peer = who == Identity::Peer;
     if app.access.restricts_repositories() {
         app.access
             .authorize(&who, &format!("{}/{}", target.upstream.name(), target.repo))?;

@@ -15,6 +15,8 @@ use crate::oci::name;
 pub struct Target {
     pub upstream: Arc<Upstream>,
     pub repo: String,
+    /// Asked by another node of the cluster, for a client that node has let in.
+    pub for_peer: bool,
 }
 
 impl Upstreams {
@@ -57,6 +59,7 @@ fn target(up: &Arc<Upstream>, repo: &str) -> Result<Target> {
     Ok(Target {
         upstream: up.clone(),
         repo,
+        for_peer: false,
     })
 }
 

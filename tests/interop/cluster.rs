@@ -40,7 +40,7 @@ fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], regi
     std::fs::write(
         &config,
         format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\ntag_ttl = \"1h\"\n[auth]\nhtpasswd = \"{}\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n",
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\ntag_ttl = \"1h\"\nblobs_require_manifest = true\n[auth]\nhtpasswd = \"{}\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n",
             dir.join(format!("{name}-data")).display(),
             htpasswd.display(),
             peer_list.join(", ")
@@ -48,6 +48,19 @@ fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], regi
     )
     .unwrap();
     serve_entrepot(dir, name, &config, addr)
+}
+
+/// A GET through a node as the test's client, whose body must come back whole.
+fn get_through(addr: &str, path: &str) -> Vec<u8> {
+    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "60", "-u", CREDS, "-H"])
+        .arg(format!("Accept: {accept}"))
+        .arg(format!("http://{addr}/v2/{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 fn skopeo_copy_through(dir: &Path, addr: &str, round: &str, logs: &[&Proc]) {
@@ -104,6 +117,10 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
     );
     let manifest: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    // Strict mode: each node lets a blob in only for a manifest it allowed.
+    for addr in &addrs {
+        get_through(addr, "interop/oci/manifests/v1");
+    }
     let before = upstream_requests(&all);
     let clients: Vec<_> = (0..16)
         .map(|i| {
@@ -126,6 +143,48 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
         upstream_requests(&all) - before,
         1,
         "one upstream GET for 16 clients on 3 nodes"
+    );
+
+    // Strict mode: a blob asked through a node that is not its owner is fetched once, by
+    // its owner, which lets it out to the peer whether or not it judged the manifest itself
+    // (the asking node did). Were it refused, the asking node would fetch it again.
+    let index: serde_json::Value = serde_json::from_slice(
+        &fetch(
+            &format!("http://{}/v2/interop/multi/manifests/v1", w.registry_addr),
+            Some("application/vnd.oci.image.index.v1+json"),
+        )
+        .body,
+    )
+    .unwrap();
+    let arm = index["manifests"][1]["digest"].as_str().unwrap().to_owned();
+    let arm_manifest: serde_json::Value = serde_json::from_slice(
+        &fetch(
+            &format!("http://{}/v2/interop/multi/manifests/{arm}", w.registry_addr),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .body,
+    )
+    .unwrap();
+    let arm_layer = arm_manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let roots: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let owner_url = entrepot::cluster::Cluster::new(entrepot::config::ClusterConfig {
+        self_url: roots[0].clone(),
+        peers: roots.clone(),
+        secret: SECRET.into(),
+    })
+    .owner(&arm_layer)
+    .to_owned();
+    let owner = roots.iter().position(|r| *r == owner_url).unwrap();
+    let asker = (owner + 1) % 3;
+    get_through(&addrs[asker], "interop/multi/manifests/v1");
+    get_through(&addrs[asker], &format!("interop/multi/manifests/{arm}"));
+    let owner_before = upstream_requests(&all[owner..=owner]);
+    let bytes = get_through(&addrs[asker], &format!("interop/multi/blobs/{arm_layer}"));
+    assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), arm_layer);
+    assert_eq!(
+        upstream_requests(&all[owner..=owner]) - owner_before,
+        1,
+        "the owner fetched the blob for its peer"
     );
 
     // Whole images through one node, then the others: the others ask nothing upstream.
