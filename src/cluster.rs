@@ -73,6 +73,11 @@ impl Cluster {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
+    /// The CA bundle `https://` peers are checked against, beside the web roots.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.config.ca_file.as_deref()
+    }
+
     /// The `Authorization` value a peer request carries.
     pub fn authorization(&self) -> String {
         format!("Bearer {}", self.config.secret)
@@ -88,6 +93,7 @@ mod tests {
             self_url: me.into(),
             peers: peers.iter().map(|p| p.to_string()).collect(),
             secret: "0123456789abcdef".into(),
+            ca_file: None,
         })
     }
 

@@ -102,6 +102,7 @@ struct RawCluster {
     secret: Option<String>,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +305,8 @@ pub struct ClusterConfig {
     /// Every node, this one included, each an `http(s)://host:port` root.
     pub peers: Vec<String>,
     pub secret: String,
+    /// A PEM bundle trusted for `https://` peers, beside the built-in web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -344,10 +347,17 @@ impl RawCluster {
         if secret.len() < 16 {
             return Err(bad("cluster.secret", "use at least 16 characters"));
         }
+        if let Some(ca) = self.ca_file.as_ref().filter(|ca| !ca.is_file()) {
+            return Err(bad(
+                "cluster.ca_file",
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
         Ok(ClusterConfig {
             self_url,
             peers,
             secret,
+            ca_file: self.ca_file,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 mod calls;
 mod target;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,7 +125,7 @@ impl Owners {
             config.url = url;
             config.aliases = Vec::new();
             config.credentials = None;
-            config.ca_file = None;
+            config.ca_file = cluster.ca_file().map(Path::to_path_buf);
             // The other node knows this upstream by its name, as a path prefix.
             config.repository_prefix = Some(base.name.clone());
             config.library_prefix = false;

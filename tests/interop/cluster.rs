@@ -171,6 +171,7 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
         self_url: roots[0].clone(),
         peers: roots.clone(),
         secret: SECRET.into(),
+        ca_file: None,
     })
     .owner(&arm_layer)
     .to_owned();
