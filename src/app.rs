@@ -45,6 +45,18 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Upstreams::build(&config, metrics.clone())?;
         let cache = Arc::new(Cache::new(store, Settings::from_config(&config), metrics, clock));
+        if let (Some(shared), Some(storage)) = (upstreams.shared(), &config.storage) {
+            let (node, sweeper) = match upstreams.cluster() {
+                Some(c) => (c.node_name(), c.is_self(c.owner(crate::cache::tier::SWEEP_KEY))),
+                None => ("standalone".to_owned(), true),
+            };
+            cache.set_tier(crate::cache::tier::Tier {
+                shared: shared.clone(),
+                node,
+                sweeper,
+                limits: storage.limits,
+            });
+        }
         let access = Access::new(config.auth.clone());
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         Ok(Arc::new(App {

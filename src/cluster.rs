@@ -50,6 +50,22 @@ impl Cluster {
         peer == self.config.self_url
     }
 
+    /// This node's URL as a name for files: `http://10.0.0.1:5000` is `http-10.0.0.1-5000`.
+    pub fn node_name(&self) -> String {
+        self.config
+            .self_url
+            .replace("://", "-")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+
     /// The other nodes.
     pub fn others(&self) -> impl Iterator<Item = &str> {
         self.config

@@ -90,6 +90,8 @@ struct RawStorage {
     #[serde(default)]
     virtual_host_style: bool,
     local_max_bytes: Option<String>,
+    max_bytes: Option<String>,
+    max_idle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +237,8 @@ pub struct StorageConfig {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub virtual_host_style: bool,
+    /// The tier's own retention, carried out by one node of the cluster.
+    pub limits: crate::policy::tier::TierLimits,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -292,6 +296,16 @@ impl RawStorage {
             access_key_id: key_id,
             secret_access_key: key_secret,
             virtual_host_style: self.virtual_host_style,
+            limits: crate::policy::tier::TierLimits {
+                max_bytes: self
+                    .max_bytes
+                    .map(|m| size("storage.max_bytes", Some(m), "0"))
+                    .transpose()?,
+                max_idle: self
+                    .max_idle
+                    .map(|m| duration("storage.max_idle", Some(m), "0s").map(|d| d.as_millis() as u64))
+                    .transpose()?,
+            },
         })
     }
 }
@@ -1170,7 +1184,18 @@ url = "https://registry-1.docker.io"
         assert!(err(&both).contains("storage.local_max_bytes"));
         let c = Config::parse(&both.replace("max_cache_bytes = \"1GiB\"\n", "")).unwrap();
         assert_eq!(c.retention.limits.max_cache_bytes, Some(2 << 30));
-        assert_eq!(c.storage.unwrap().region, "us-east-1");
+        let storage = c.storage.unwrap();
+        assert_eq!(storage.region, "us-east-1");
+        assert!(!storage.limits.any());
+        let limited = Config::parse(&format!(
+            "{up}[storage]\ntype = \"s3\"\nendpoint = \"http://s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\nmax_bytes = \"1TiB\"\nmax_idle = \"2d\""
+        ))
+        .unwrap();
+        let limits = limited.storage.unwrap().limits;
+        assert_eq!(
+            (limits.max_bytes, limits.max_idle),
+            (Some(1 << 40), Some(2 * 86_400_000))
+        );
         assert!(
             err("[[upstream]]\nname=\"a\"\nurl=\"http://a\"\n[[upstream]]\nname=\"a\"\nurl=\"http://b\"")
                 .contains("upstream[1]")

@@ -9,7 +9,8 @@
 //! - `links`: which repositories hold a stored digest;
 //! - `scrub`: committed content hashed again, corruption quarantined;
 //! - `admission` and `signatures`: the filter policy on the serving path, and the signature
-//!   evidence it may require.
+//!   evidence it may require;
+//! - `tier`: the shared tier's access reports and eviction, with each sweep.
 
 mod admission;
 pub mod fill;
@@ -21,6 +22,7 @@ mod manifests;
 pub mod scrub;
 mod signatures;
 pub mod sweep;
+pub mod tier;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -127,6 +129,8 @@ pub struct Cache {
     blobs: BlobState,
     tags: TagState,
     retention: RetentionState,
+    /// The shared tier's upkeep, with `[storage]`.
+    tier: std::sync::OnceLock<tier::Tier>,
 }
 
 /// Blobs: downloads in progress, transfers being served, repository links being asked.
@@ -250,6 +254,7 @@ impl Cache {
                 sweep_now: tokio::sync::Notify::new(),
                 reconciled: tokio::sync::watch::Sender::new(false),
             },
+            tier: std::sync::OnceLock::new(),
         }
     }
 

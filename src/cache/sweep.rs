@@ -89,6 +89,7 @@ impl Cache {
     pub fn retention_configured(&self) -> bool {
         let r = &self.settings.retention;
         r.limits.max_cache_bytes.is_some()
+            || self.has_tier()
             || r.classes
                 .iter()
                 .any(|c| c.max_idle.is_some() || c.max_age.is_some() || c.max_bytes.is_some())
@@ -140,7 +141,7 @@ impl Cache {
     pub async fn sweep(self: &Arc<Self>, dry_run: bool) -> Result<Plan> {
         self.wait_reconciled().await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let plan = tokio::task::spawn_blocking(move || -> Result<Plan> {
             let snap = this.snapshot()?;
             let r = &this.settings.retention;
             let plan = retention::plan(&r.classes, &r.limits, &snap);
@@ -155,7 +156,13 @@ impl Cache {
             Ok(plan)
         })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)??;
+        if !dry_run && !self.settings.offline {
+            if let Err(e) = self.upkeep_tier().await {
+                tracing::warn!(error = %e, "shared tier upkeep failed");
+            }
+        }
+        Ok(plan)
     }
 
     fn evict(&self, plan: &Plan) -> Result<()> {

@@ -198,6 +198,116 @@ impl Shared {
     }
 }
 
+/// An object of the tier, as a listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    /// When it was written, in Unix milliseconds.
+    pub written_ms: u64,
+}
+
+/// The largest access report read back.
+const MAX_REPORT: usize = 64 << 20;
+
+impl Shared {
+    /// Every object under `prefix`, page by page.
+    pub async fn list(&self, prefix: &str) -> io::Result<Vec<Object>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+            // Keys as they are (ours are plain ASCII), not URL-encoded.
+            action.query_mut().remove("encoding-type");
+            action.with_prefix(prefix);
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let body = self.read_whole(Method::GET, url.as_str(), MAX_REPORT).await?;
+            let Some(body) = body else {
+                return Err(io::Error::other(format!(
+                    "shared storage: no bucket {}",
+                    self.bucket.name()
+                )));
+            };
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(io::Error::other)?;
+            for o in page.contents {
+                let written_ms = humantime::parse_rfc3339_weak(&o.last_modified)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                out.push(Object {
+                    key: o.key,
+                    size: o.size,
+                    written_ms,
+                });
+            }
+            match page.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A small object's bytes; `None` when absent.
+    pub async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>> {
+        let url = self.bucket.get_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+        self.read_whole(Method::GET, url.as_str(), MAX_REPORT).await
+    }
+
+    /// Writes a small object whole.
+    pub async fn put_small(&self, key: &str, bytes: Bytes) -> io::Result<()> {
+        let url = self.bucket.put_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+        let resp = self
+            .send(Method::PUT, url.as_str(), None, UploadBody::bytes(bytes))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(io::Error::other(format!(
+                "shared storage: PUT {key}: {}",
+                resp.status()
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> io::Result<()> {
+        let url = self.bucket.delete_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+        let resp = self
+            .send(Method::DELETE, url.as_str(), None, UploadBody::empty())
+            .await?;
+        if !resp.status().is_success() && resp.status() != StatusCode::NOT_FOUND {
+            return Err(io::Error::other(format!(
+                "shared storage: DELETE {key}: {}",
+                resp.status()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A whole answer of at most `limit` bytes; `None` for a 404.
+    async fn read_whole(&self, method: Method, url: &str, limit: usize) -> io::Result<Option<Bytes>> {
+        use http_body_util::BodyExt;
+        let resp = self.send(method, url, None, UploadBody::empty()).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(io::Error::other(format!("shared storage: {}", resp.status())));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| io::Error::other(format!("shared storage: {e}")))?;
+        Ok(Some(body.to_bytes()))
+    }
+
+    /// The key of a blob's object, and back.
+    pub fn blob_key(d: &Digest) -> String {
+        Shared::key(d)
+    }
+}
+
 /// A request body: nothing, or a committed blob read on the blocking pool, a chunk at a time.
 pub struct UploadBody {
     rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
@@ -207,6 +317,16 @@ pub struct UploadBody {
 impl UploadBody {
     fn empty() -> UploadBody {
         UploadBody { rx: None, len: None }
+    }
+
+    fn bytes(bytes: Bytes) -> UploadBody {
+        let (tx, rx) = mpsc::channel(1);
+        let len = bytes.len() as u64;
+        let _ = tx.try_send(Ok(bytes));
+        UploadBody {
+            rx: Some(rx),
+            len: Some(len),
+        }
     }
 
     fn from_blob(blob: BlobReader) -> UploadBody {

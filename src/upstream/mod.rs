@@ -37,6 +37,7 @@ pub struct Upstreams {
     all: Vec<Arc<Upstream>>,
     default: Option<Arc<Upstream>>,
     cluster: Option<Arc<Cluster>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Upstreams {
@@ -62,7 +63,17 @@ impl Upstreams {
             .default_upstream
             .as_ref()
             .and_then(|n| all.iter().find(|u| &u.config.name == n).cloned());
-        Ok(Upstreams { all, default, cluster })
+        Ok(Upstreams {
+            all,
+            default,
+            cluster,
+            shared,
+        })
+    }
+
+    /// The shared blob tier, with `[storage]`.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// The cluster this node is part of, with `[cluster]`.

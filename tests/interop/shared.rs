@@ -95,15 +95,33 @@ fn start_garage(dir: &Path) -> Garage {
     }
 }
 
-fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], registry: &str, g: &Garage) -> Proc {
+/// An entrepot node on the tier; in a cluster with `peers` when given; `storage` is added
+/// to its `[storage]` table.
+fn start_node(
+    dir: &Path,
+    name: &'static str,
+    addr: &str,
+    peers: Option<&[String]>,
+    registry: &str,
+    g: &Garage,
+    storage: &str,
+) -> Proc {
     let config = dir.join(format!("{name}.toml"));
-    let peer_list: Vec<String> = peers.iter().map(|p| format!("\"http://{p}\"")).collect();
+    let cluster = match peers {
+        Some(peers) => {
+            let list: Vec<String> = peers.iter().map(|p| format!("\"http://{p}\"")).collect();
+            format!(
+                "[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n",
+                list.join(", ")
+            )
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &config,
         format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n[cluster]\nself = \"http://{addr}\"\npeers = [{}]\nsecret = \"{SECRET}\"\n[storage]\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"entrepot\"\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nlocal_max_bytes = \"1GiB\"\n",
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\nsweep_interval = \"1h\"\n[[upstream]]\nname = \"{UPSTREAM}\"\nurl = \"http://{registry}\"\n{cluster}[storage]\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"entrepot\"\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nlocal_max_bytes = \"1GiB\"\n{storage}",
             dir.join(format!("{name}-data")).display(),
-            peer_list.join(", "),
             g.s3,
             g.key_id,
             g.secret
@@ -170,8 +188,8 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     }
     let mut g = start_garage(&w.dir);
     let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-    let mut a = start_node(&w.dir, "node-a", &addrs[0], &addrs, &w.registry_addr, &g);
-    let mut b = start_node(&w.dir, "node-b", &addrs[1], &addrs, &w.registry_addr, &g);
+    let mut a = start_node(&w.dir, "node-a", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
+    let mut b = start_node(&w.dir, "node-b", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
     let first: Vec<&str> = addrs.iter().map(String::as_str).collect();
 
     // Through A: each of the four distinct blobs is fetched once, by its owner, and goes up.
@@ -193,8 +211,8 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     // the tier (the upstream only confirms, with a HEAD, and sends the small manifests).
     a.stop();
     b.stop();
-    let a2 = start_node(&w.dir, "node-a2", &addrs[0], &addrs, &w.registry_addr, &g);
-    let b2 = start_node(&w.dir, "node-b2", &addrs[1], &addrs, &w.registry_addr, &g);
+    let a2 = start_node(&w.dir, "node-a2", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
+    let b2 = start_node(&w.dir, "node-b2", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
     copy_all(&w.dir, &addrs[1], "empty-disks", &[&a2, &b2]);
     // Less than the smallest layer came from the upstream (the manifests); each of the four
     // blobs was read from the tier once, by its owner.
@@ -220,17 +238,113 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     // One Garage node goes (replication 3): a node with an empty disk still reads all.
     g.nodes[2].stop();
     let c_addr = format!("127.0.0.1:{}", free_port());
-    let c = start_node(
-        &w.dir,
-        "node-c",
-        &c_addr,
-        std::slice::from_ref(&c_addr),
-        &w.registry_addr,
-        &g,
-    );
+    let c = start_node(&w.dir, "node-c", &c_addr, None, &w.registry_addr, &g, "");
     copy_all(&w.dir, &c_addr, "garage-node-gone", &[&c]);
     assert_eq!(
         counter(&[&c_addr], "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
         4
     );
+}
+
+/// A blob's digest and the path to get it through entrepot, from the registry's manifests.
+fn blobs_of(registry: &str, repo: &str, reference: &str) -> Vec<String> {
+    let m = fetch(
+        &format!("http://{registry}/v2/{repo}/manifests/{reference}"),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    let mut out = vec![m["layers"][0]["digest"].as_str().unwrap().to_owned()];
+    out.push(m["config"]["digest"].as_str().unwrap().to_owned());
+    out
+}
+
+fn get_blob(addr: &str, repo: &str, digest: &str) {
+    run(Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null"])
+        .arg(format!("http://{addr}/v2/{repo}/blobs/{digest}")));
+}
+
+fn wait_uploaded(addr: &str, n: u64, log: &Proc) {
+    let uploaded = "entrepot_shared_tier_total{op=\"upload\",result=\"uploaded\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter(&[addr], uploaded) < n {
+        assert!(
+            Instant::now() < deadline,
+            "uploads: {}\n{}",
+            counter(&[addr], uploaded),
+            log.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_tier_keeps_within_its_budget_what_nodes_used_last() {
+    if !tools_present(&["docker-registry", "garage", "curl"]) {
+        return;
+    }
+    let w = world();
+    let g = start_garage(&w.dir);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let node = start_node(
+        &w.dir,
+        "node",
+        &addr,
+        None,
+        &w.registry_addr,
+        &g,
+        "max_bytes = \"100KiB\"\n",
+    );
+    // Two layers of some 70 KB each and their configs: the budget holds one layer.
+    let old = blobs_of(&w.registry_addr, "interop/oci", "v1");
+    let index: serde_json::Value = serde_json::from_slice(
+        &fetch(
+            &format!("http://{}/v2/interop/multi/manifests/v1", w.registry_addr),
+            Some("application/vnd.oci.image.index.v1+json"),
+        )
+        .body,
+    )
+    .unwrap();
+    let newer = blobs_of(
+        &w.registry_addr,
+        "interop/multi",
+        index["manifests"][1]["digest"].as_str().unwrap(),
+    );
+    for d in &old {
+        get_blob(&addr, "interop/oci", d);
+    }
+    wait_uploaded(&addr, 2, &node);
+    // Uploads and uses a second apart: the tier orders by the millisecond.
+    std::thread::sleep(Duration::from_millis(1100));
+    for d in &newer {
+        get_blob(&addr, "interop/multi", d);
+    }
+    wait_uploaded(&addr, 4, &node);
+    std::thread::sleep(Duration::from_millis(1100));
+    // The oldest upload is the one used last: the access report says so.
+    get_blob(&addr, "interop/oci", &old[0]);
+    let gc = entrepot(&["gc"], &w.dir.join("node.toml"));
+
+    let shared = entrepot::store::shared::Shared::new(&entrepot::config::StorageConfig {
+        endpoint: g.s3.clone(),
+        bucket: "entrepot".into(),
+        region: "garage".into(),
+        access_key_id: g.key_id.clone(),
+        secret_access_key: g.secret.clone(),
+        virtual_host_style: false,
+        limits: Default::default(),
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let holds = |d: &str| runtime.block_on(shared.contains(&d.parse().unwrap())).unwrap();
+    assert!(holds(&old[0]), "the layer used last was evicted\n{}", node.log_text());
+    assert!(
+        !holds(&newer[0]),
+        "the layer used before it stayed\n{gc}\n{:?}\n{}",
+        runtime.block_on(shared.list("")).unwrap(),
+        node.log_text()
+    );
+    let listed = runtime.block_on(shared.list("blobs/")).unwrap();
+    assert!(listed.iter().map(|o| o.size).sum::<u64>() <= 100 << 10, "{listed:?}");
+    assert!(counter(&[&addr], "entrepot_shared_tier_total{op=\"evict\",result=\"deleted\"}") >= 1);
 }
