@@ -348,3 +348,127 @@ fn the_tier_keeps_within_its_budget_what_nodes_used_last() {
     assert!(listed.iter().map(|o| o.size).sum::<u64>() <= 100 << 10, "{listed:?}");
     assert!(counter(&[&addr], "entrepot_shared_tier_total{op=\"evict\",result=\"deleted\"}") >= 1);
 }
+
+/// Every object under `blobs/` hashes to its key: no partial or unverified object is
+/// visible under a digest. Returns the digests found.
+fn audit(shared: &entrepot::store::shared::Shared, runtime: &tokio::runtime::Runtime) -> Vec<String> {
+    use http_body_util::BodyExt;
+    runtime.block_on(async {
+        let mut found = Vec::new();
+        for o in shared.list("blobs/").await.unwrap() {
+            let digest = o.key.trim_start_matches("blobs/").replacen('/', ":", 1);
+            let body = shared.get(&digest.parse().unwrap(), None).await.unwrap().unwrap();
+            let bytes = body.body.collect().await.unwrap().to_bytes();
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&bytes)),
+                digest,
+                "{} holds other bytes",
+                o.key
+            );
+            found.push(digest);
+        }
+        found
+    })
+}
+
+fn shared_of(g: &Garage) -> entrepot::store::shared::Shared {
+    entrepot::store::shared::Shared::new(&entrepot::config::StorageConfig {
+        endpoint: g.s3.clone(),
+        bucket: "entrepot".into(),
+        region: "garage".into(),
+        access_key_id: g.key_id.clone(),
+        secret_access_key: g.secret.clone(),
+        virtual_host_style: false,
+        limits: Default::default(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn killed_nodes_leave_no_partial_object_and_the_others_serve() {
+    if !tools_present(&["docker-registry", "garage", "curl"]) {
+        return;
+    }
+    let w = world();
+    let mut g = start_garage(&w.dir);
+    // A 48 MiB blob: its upload takes long enough to be cut.
+    let blob: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let digest = format!("sha256:{}", sha256_hex(&blob));
+    let head = run(Command::new("curl")
+        .args(["-sS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("http://{}/v2/big/blob/blobs/uploads/", w.registry_addr)));
+    let location = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{}{location}", w.registry_addr)
+    };
+    let file = w.dir.join("big.blob");
+    std::fs::write(&file, &blob).unwrap();
+    run(Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{location}&digest={digest}")));
+    let through = |addr: &str, out: &str| {
+        let out = w.dir.join(out);
+        run(Command::new("curl")
+            .args(["-fsS", "--max-time", "120", "-o"])
+            .arg(&out)
+            .arg(format!("http://{addr}/v2/big/blob/blobs/{digest}")));
+        format!("sha256:{}", sha256_hex(&std::fs::read(&out).unwrap()))
+    };
+
+    // Node A serves the blob, then is killed as its upload runs.
+    let a_addr = format!("127.0.0.1:{}", free_port());
+    let mut a = start_node(&w.dir, "node-a", &a_addr, None, &w.registry_addr, &g, "");
+    assert_eq!(through(&a_addr, "via-a"), digest);
+    a.stop();
+    let shared = shared_of(&g);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    audit(&shared, &runtime);
+
+    // Node B serves it while a Garage node is killed under its transfer and upload.
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let b = start_node(&w.dir, "node-b", &b_addr, None, &w.registry_addr, &g, "");
+    let client = {
+        let (b_addr, dir, digest) = (b_addr.clone(), w.dir.clone(), digest.clone());
+        std::thread::spawn(move || {
+            let out = dir.join("via-b");
+            run(Command::new("curl")
+                .args(["-fsS", "--max-time", "120", "-o"])
+                .arg(&out)
+                .arg(format!("http://{b_addr}/v2/big/blob/blobs/{digest}")));
+            format!("sha256:{}", sha256_hex(&std::fs::read(&out).unwrap()))
+        })
+    };
+    g.nodes[1].stop();
+    assert_eq!(client.join().unwrap(), digest, "{}", b.log_text());
+    // Whoever uploaded it, the tier ends up holding it, verified.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !runtime.block_on(shared.contains(&digest.parse().unwrap())).unwrap() {
+        assert!(Instant::now() < deadline, "never uploaded\n{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(audit(&shared, &runtime), vec![digest.clone()]);
+    // A third node, with an empty disk, reads it from the tier with a Garage node down.
+    let c_addr = format!("127.0.0.1:{}", free_port());
+    let c = start_node(&w.dir, "node-c", &c_addr, None, &w.registry_addr, &g, "");
+    assert_eq!(through(&c_addr, "via-c"), digest, "{}", c.log_text());
+    assert_eq!(
+        counter(&[&c_addr], "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
+        1
+    );
+}
