@@ -248,7 +248,7 @@ impl Default for Metrics {
             ),
             shared_tier: Counter::new(
                 "entrepot_shared_tier_total",
-                "The shared blob tier ([storage]), by operation (read, upload) and result (read: hit, miss, error, unconfirmed; upload: uploaded, skipped, error).",
+                "The shared tier ([storage]), by operation (read and upload of blobs, read_manifest, upload_manifest, evict) and result (hit, miss, unconfirmed, uploaded, skipped, deleted, error).",
             ),
             signature_verdicts: Counter::new(
                 "entrepot_signature_verdicts_total",

@@ -319,7 +319,7 @@ impl Cache {
         let stored = self.retention.add(size);
         self.retention.wake_if_over(stored, high);
         if origin == Origin::Upstream {
-            self.share(&up, &fill.digest);
+            self.share(&up, &fill.repo, &fill.digest);
         }
         Ok(size)
     }
@@ -327,16 +327,20 @@ impl Cache {
     /// With `[storage]`: a blob this node fetched from the upstream itself goes up to the
     /// shared tier once committed, in the background (an upload cut short leaves nothing
     /// visible; the next node to fetch the blob uploads it).
-    fn share(self: &Arc<Self>, up: &Arc<Upstream>, d: &Digest) {
+    fn share(self: &Arc<Self>, up: &Arc<Upstream>, repo: &str, d: &Digest) {
         let Some(shared) = up.shared().cloned() else {
             return;
         };
         let (this, d) = (self.clone(), d.clone());
+        let (upstream, repo) = (up.name().to_owned(), repo.to_owned());
         tokio::spawn(async move {
             let blob = match crate::store::blobs::committed_async(&this.store.blobs, &d).await {
                 Ok(Some(blob)) => blob,
                 _ => return,
             };
+            if let Err(e) = shared.put_link(&upstream, &repo, &d).await {
+                tracing::warn!(digest = %d, error = %e, "repository link not shared");
+            }
             let result = match shared.put(&d, blob).await {
                 Ok(true) => "uploaded",
                 Ok(false) => "skipped",

@@ -6,7 +6,8 @@
 //! through the cache. Links are written where the upstream vouches for them (manifests
 //! fetched in the repository and what they reference, fills, `HEAD`s, imports); a stored
 //! digest with no link costs one upstream `HEAD` in that repository, shared by concurrent
-//! askers. Offline, only known links are served.
+//! askers. Offline, only known links are served. With `[storage]`, links the upstream
+//! vouched for are shared with the other nodes through the tier.
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ impl Cache {
         if self.settings.offline {
             return Ok(false);
         }
+        if self.shared_link(t, d, what).await? {
+            return Ok(true);
+        }
         let key = format!("{what:?}\0{}\0{}\0{d}", t.upstream.name(), t.repo);
         let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
         let (held, _) = self
@@ -40,6 +44,23 @@ impl Cache {
             .run(key, async move { this.ask_upstream(&t2, &d2, what).await })
             .await;
         held
+    }
+
+    /// With `[storage]`: whether another node recorded the link (the upstream vouched for
+    /// it there), which this node then keeps. Asked before the upstream: it answers when
+    /// the upstream cannot.
+    async fn shared_link(&self, t: &Target, d: &Digest, what: Content) -> Result<bool> {
+        let Some(shared) = t.upstream.shared() else {
+            return Ok(false);
+        };
+        if !shared.has_link(t.upstream.name(), &t.repo, d).await.unwrap_or(false) {
+            return Ok(false);
+        }
+        match what {
+            Content::Blob => self.store.index.link(t.upstream.name(), &t.repo, &[d])?,
+            Content::Manifest => self.link_manifest(t, d)?,
+        }
+        Ok(true)
     }
 
     async fn ask_upstream(&self, t: &Target, d: &Digest, what: Content) -> Result<bool> {
@@ -54,10 +75,20 @@ impl Cache {
         match answer {
             Ok(()) => {
                 tracing::debug!(upstream = %up.name(), repo = %t.repo, digest = %d, "upstream confirms the repository holds a stored digest");
-                match what {
-                    Content::Blob => self.store.index.link(up.name(), &t.repo, &[d])?,
-                    Content::Manifest => self.link_manifest(t, d)?,
-                }
+                let shared = match what {
+                    Content::Blob => {
+                        self.store.index.link(up.name(), &t.repo, &[d])?;
+                        vec![d.clone()]
+                    }
+                    Content::Manifest => {
+                        self.link_manifest(t, d)?;
+                        let references = self.store.index.manifest(d)?.map(|(r, _)| r.references);
+                        std::iter::once(d.clone())
+                            .chain(references.unwrap_or_default())
+                            .collect()
+                    }
+                };
+                self.share_links(t, shared);
                 Ok(true)
             }
             Err(Error::BlobUnknown | Error::ManifestUnknown(_)) => {

@@ -21,7 +21,7 @@ use crate::oci::media::{self, AcceptClass};
 use crate::oci::Digest;
 use crate::store::index::{linked, ManifestRecord, TagRecord};
 use crate::sync::Locked;
-use crate::upstream::ManifestBody;
+use crate::upstream::{ManifestBody, Origin};
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -175,7 +175,7 @@ impl Cache {
         })
     }
 
-    async fn resolve_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
+    async fn resolve_tag(self: &Arc<Self>, t: &Target, tag: &str, class: AcceptClass) -> Result<ManifestAnswer> {
         let up = t.upstream.name();
         let class_key = class.key();
         let cached = self.cached_tag(self.store.index.tag(up, &t.repo, tag, &class_key)?)?;
@@ -200,7 +200,7 @@ impl Cache {
                 }
                 Err(e) if e.is_upstream_failure() => match self.cached_tag_any_class(t, tag, class)? {
                     Some((record, m)) => self.serve_stale(t, tag, record, m, e),
-                    None => Err(e),
+                    None => self.shared_tag(t, tag, class, e).await,
                 },
                 Err(e) => Err(self.unless_gone(t, tag, class, e)?),
             };
@@ -282,7 +282,7 @@ impl Cache {
     }
 
     /// Stale-if-error: the last known digest, while it was validated within `max_staleness`.
-    fn serve_stale(
+    pub(super) fn serve_stale(
         &self,
         t: &Target,
         tag: &str,
@@ -403,7 +403,7 @@ impl Cache {
     ) -> Result<Manifest> {
         let up = &t.upstream;
         let limit = self.settings.max_manifest_size;
-        let ManifestBody { head, bytes } = up
+        let ManifestBody { head, bytes, origin } = up
             .get_manifest(&t.repo, reference, &class.header_value(), limit)
             .await?;
         let (claimed, content_type) = (head.digest, head.media_type);
@@ -443,6 +443,13 @@ impl Cache {
         let descriptors: Vec<_> = parsed.references().cloned().collect();
         self.store.index.learn_media_types(&descriptors)?;
         tracing::info!(upstream = %up.name(), repo = %t.repo, reference, %digest, media_type = %parsed.media_type, "manifest cached");
+        if origin == Origin::Upstream {
+            // A tag is shared as the widest class resolved it; other classes' answers are
+            // the upstream's content negotiation, not the tag.
+            let tag = (!reference.contains(':') && class == AcceptClass::ALL).then_some(reference);
+            let references = parsed.references().map(|r| r.digest.clone()).collect();
+            self.share_manifest(t, tag, &digest, references, &parsed.media_type, &bytes);
+        }
         Ok(Manifest {
             digest,
             media_type: parsed.media_type,

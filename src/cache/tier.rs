@@ -1,18 +1,38 @@
-//! The shared tier's upkeep, with each sweep: every node reports which blobs it served and
-//! when (`access/<node>.json` in the bucket); the one node that owns the tier's sweep (in a
-//! cluster, the owner of a well-known key; alone, this node) merges the reports, lists the
-//! bucket and deletes what `[storage] max_idle` and `max_bytes` say must go
-//! (`policy::tier`). Nodes' local tiers evict on their own.
+//! The shared tier beside the blobs: what a node with an empty disk needs to serve them
+//! when neither the owners nor the upstream answer (manifests, the repositories that hold
+//! each digest, tags as last resolved), and the tier's upkeep.
+//!
+//! - A manifest this node fetched from the upstream goes up with a link recording that its
+//!   repository holds it, and, fetched by tag, the tag's record; a blob's link goes with
+//!   the blob (`share_manifest`, the fill's `share`).
+//! - A tag the upstream cannot resolve, with no record here, is served stale from the
+//!   tier's record (`shared_tag`), within `max_staleness` of its validation.
+//! - With each sweep every node reports which blobs it served and when
+//!   (`access/<node>.json`); the one node that owns the tier's sweep (in a cluster, the
+//!   owner of a well-known key; alone, this node) merges the reports, lists the bucket and
+//!   deletes what `[storage] max_idle` and `max_bytes` say must go (`policy::tier`).
+//!   Nodes' local tiers evict on their own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::Cache;
+use super::{Cache, ManifestAnswer, Target};
 use crate::error::{Error, Result};
+use crate::oci::media::AcceptClass;
+use crate::oci::Digest;
 use crate::policy::tier::{self, Item, TierLimits};
+use crate::store::index::TagRecord;
 use crate::store::shared::Shared;
+
+/// A tag as some node last resolved it from the upstream, in the tier.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedTag {
+    digest: Digest,
+    media_type: String,
+    validated_at: u64,
+}
 
 /// The key whose owner sweeps the tier.
 pub const SWEEP_KEY: &str = "entrepot/shared-tier-retention";
@@ -37,6 +57,122 @@ pub struct TierSwept {
 }
 
 impl Cache {
+    /// Shares, in the background, a manifest fetched from the upstream: its bytes, the link
+    /// from its repository, and the tag it was fetched by.
+    ///
+    /// The repository's links go to what the manifest references too: the upstream serving
+    /// a manifest in a repository vouches that the repository holds what it lists.
+    pub(super) fn share_manifest(
+        &self,
+        t: &Target,
+        tag: Option<&str>,
+        d: &Digest,
+        references: Vec<Digest>,
+        media_type: &str,
+        bytes: &Bytes,
+    ) {
+        let Some(shared) = t.upstream.shared().cloned() else {
+            return;
+        };
+        let (up, repo, d, media_type, bytes) = (
+            t.upstream.name().to_owned(),
+            t.repo.clone(),
+            d.clone(),
+            media_type.to_owned(),
+            bytes.clone(),
+        );
+        let tag = tag.map(|tag| {
+            let record = SharedTag {
+                digest: d.clone(),
+                media_type: media_type.clone(),
+                validated_at: self.clock.now_ms(),
+            };
+            (tag.to_owned(), serde_json::to_vec(&record).unwrap_or_default())
+        });
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let shared_all = async {
+                // References first, the manifest's own link last: whoever finds the link
+                // finds what it vouches for.
+                for r in &references {
+                    shared.put_link(&up, &repo, r).await?;
+                }
+                shared.put_manifest(&d, &media_type, bytes).await?;
+                shared.put_link(&up, &repo, &d).await?;
+                if let Some((tag, record)) = tag {
+                    shared.put_tag(&up, &repo, &tag, Bytes::from(record)).await?;
+                }
+                std::io::Result::Ok(())
+            };
+            let result = match shared_all.await {
+                Ok(()) => "uploaded",
+                Err(e) => {
+                    tracing::warn!(digest = %d, error = %e, "manifest not shared");
+                    "error"
+                }
+            };
+            metrics
+                .shared_tier
+                .add(&[("op", "upload_manifest"), ("result", result)], 1);
+        });
+    }
+
+    /// Shares, in the background, that the repository holds these digests (the upstream
+    /// confirmed it).
+    pub(super) fn share_links(&self, t: &Target, digests: Vec<Digest>) {
+        let Some(shared) = t.upstream.shared().cloned() else {
+            return;
+        };
+        let (up, repo) = (t.upstream.name().to_owned(), t.repo.clone());
+        tokio::spawn(async move {
+            for d in &digests {
+                if let Err(e) = shared.put_link(&up, &repo, d).await {
+                    tracing::warn!(digest = %d, error = %e, "repository link not shared");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// With `[storage]`, the tag as some node last resolved it, served stale: for a node
+    /// with no record of its own when the upstream cannot answer. `e` is the upstream's
+    /// failure, returned when the tier cannot help.
+    pub(super) async fn shared_tag(
+        self: &Arc<Self>,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+        e: Error,
+    ) -> Result<ManifestAnswer> {
+        let Some(shared) = t.upstream.shared() else {
+            return Err(e);
+        };
+        let record = match shared.get_tag(t.upstream.name(), &t.repo, tag).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<SharedTag>(&bytes).ok(),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(upstream = %t.upstream.name(), repo = %t.repo, tag, error = %err, "shared storage unreadable");
+                None
+            }
+        };
+        let Some(record) = record.filter(|r| class.accepts(&r.media_type)) else {
+            return Err(e);
+        };
+        let Ok(answer) = self.lookup_or_fetch_by_digest(t, &record.digest).await else {
+            return Err(e);
+        };
+        let record = TagRecord {
+            digest: record.digest,
+            media_type: record.media_type,
+            fetched_at: record.validated_at,
+            validated_at: record.validated_at,
+        };
+        self.store
+            .index
+            .put_tag(t.upstream.name(), &t.repo, tag, &AcceptClass::ALL.key(), &record)?;
+        self.serve_stale(t, tag, record, answer.manifest, e)
+    }
+
     /// Hands the cache the shared tier (once, as the app is assembled).
     pub fn set_tier(&self, tier: Tier) {
         let _ = self.tier.set(tier);

@@ -117,6 +117,9 @@ impl Shared {
         if let Some(len) = body.len {
             req = req.header(header::CONTENT_LENGTH, len);
         }
+        if let Some(t) = &body.content_type {
+            req = req.header(header::CONTENT_TYPE, t.as_str());
+        }
         let req = req.body(body).map_err(io::Error::other)?;
         match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -258,10 +261,16 @@ impl Shared {
 
     /// Writes a small object whole.
     pub async fn put_small(&self, key: &str, bytes: Bytes) -> io::Result<()> {
+        self.put_typed(key, bytes, None).await
+    }
+
+    /// Writes a small object whole, with its `Content-Type` (not signed: a presigned URL
+    /// signs the host only, and S3 keeps the header).
+    async fn put_typed(&self, key: &str, bytes: Bytes, content_type: Option<&str>) -> io::Result<()> {
         let url = self.bucket.put_object(Some(&self.credentials), key).sign(SIGNED_FOR);
-        let resp = self
-            .send(Method::PUT, url.as_str(), None, UploadBody::bytes(bytes))
-            .await?;
+        let mut body = UploadBody::bytes(bytes);
+        body.content_type = content_type.map(str::to_owned);
+        let resp = self.send(Method::PUT, url.as_str(), None, body).await?;
         if !resp.status().is_success() {
             return Err(io::Error::other(format!(
                 "shared storage: PUT {key}: {}",
@@ -302,21 +311,88 @@ impl Shared {
         Ok(Some(body.to_bytes()))
     }
 
-    /// The key of a blob's object, and back.
-    pub fn blob_key(d: &Digest) -> String {
-        Shared::key(d)
+    /// A manifest's bytes under its digest, with its media type.
+    pub async fn put_manifest(&self, d: &Digest, media_type: &str, bytes: Bytes) -> io::Result<()> {
+        self.put_typed(&manifest_key(d), bytes, Some(media_type)).await
+    }
+
+    /// A manifest's media type and bytes; `None` when the tier does not hold it.
+    pub async fn get_manifest(&self, d: &Digest) -> io::Result<Option<(String, Bytes)>> {
+        use http_body_util::BodyExt;
+        let key = manifest_key(d);
+        let url = self.bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let resp = self.send(Method::GET, url.as_str(), None, UploadBody::empty()).await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            s => return Err(io::Error::other(format!("shared storage: GET {key}: {s}"))),
+        }
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_MANIFEST)
+            .collect()
+            .await
+            .map_err(|e| io::Error::other(format!("shared storage: {e}")))?
+            .to_bytes();
+        Ok(Some((media_type, bytes)))
+    }
+
+    /// Records that an upstream's repository holds a digest (the upstream said so).
+    pub async fn put_link(&self, upstream: &str, repo: &str, d: &Digest) -> io::Result<()> {
+        self.put_small(&link_key(upstream, repo, d), Bytes::new()).await
+    }
+
+    /// Whether some node recorded that the repository holds the digest.
+    pub async fn has_link(&self, upstream: &str, repo: &str, d: &Digest) -> io::Result<bool> {
+        let key = link_key(upstream, repo, d);
+        let url = self.bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let resp = self.send(Method::HEAD, url.as_str(), None, UploadBody::empty()).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(io::Error::other(format!("shared storage: HEAD {key}: {s}"))),
+        }
+    }
+
+    /// A tag's last resolution from the upstream by some node, as JSON.
+    pub async fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: Bytes) -> io::Result<()> {
+        self.put_small(&format!("tags/{upstream}/{repo}/{tag}"), record).await
+    }
+
+    pub async fn get_tag(&self, upstream: &str, repo: &str, tag: &str) -> io::Result<Option<Bytes>> {
+        self.get_small(&format!("tags/{upstream}/{repo}/{tag}")).await
     }
 }
+
+fn manifest_key(d: &Digest) -> String {
+    format!("manifests/{}/{}", d.algorithm().name(), d.hex())
+}
+
+fn link_key(upstream: &str, repo: &str, d: &Digest) -> String {
+    format!("links/{upstream}/{repo}/{}/{}", d.algorithm().name(), d.hex())
+}
+
+/// The largest manifest read back (the distribution-spec's floor for registries is 4 MiB).
+const MAX_MANIFEST: usize = 16 << 20;
 
 /// A request body: nothing, or a committed blob read on the blocking pool, a chunk at a time.
 pub struct UploadBody {
     rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
     len: Option<u64>,
+    content_type: Option<String>,
 }
 
 impl UploadBody {
     fn empty() -> UploadBody {
-        UploadBody { rx: None, len: None }
+        UploadBody {
+            rx: None,
+            len: None,
+            content_type: None,
+        }
     }
 
     fn bytes(bytes: Bytes) -> UploadBody {
@@ -326,6 +402,7 @@ impl UploadBody {
         UploadBody {
             rx: Some(rx),
             len: Some(len),
+            content_type: None,
         }
     }
 
@@ -352,6 +429,7 @@ impl UploadBody {
         UploadBody {
             rx: Some(rx),
             len: Some(size),
+            content_type: None,
         }
     }
 }

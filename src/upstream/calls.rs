@@ -28,6 +28,7 @@ pub struct ManifestHead {
 pub struct ManifestBody {
     pub head: ManifestHead,
     pub bytes: Bytes,
+    pub origin: Origin,
 }
 
 /// A blob download: its length when the registry gives one, the body to read, and where
@@ -81,9 +82,53 @@ impl Upstream {
             .ask_owner(&key, |o| o.get_manifest_here(repo, reference, accept, limit))
             .await
         {
-            return answer;
+            return answer.map(|m| ManifestBody {
+                origin: Origin::Owner,
+                ..m
+            });
+        }
+        if let Ok(d) = reference.parse::<Digest>() {
+            if let Some(m) = self.read_shared_manifest(repo, &d).await {
+                return Ok(m);
+            }
         }
         self.get_manifest_here(repo, reference, accept, limit).await
+    }
+
+    /// A manifest by digest from the shared tier, when some node recorded that this
+    /// repository holds it (the upstream told that node so). Anything else, and the
+    /// upstream is asked.
+    async fn read_shared_manifest(&self, repo: &str, d: &Digest) -> Option<ManifestBody> {
+        let shared = self.shared.as_ref()?;
+        let found = async {
+            if !shared.has_link(self.name(), repo, d).await? {
+                return Ok(None);
+            }
+            shared.get_manifest(d).await
+        };
+        match found.await {
+            Ok(Some((media_type, bytes))) => {
+                self.metrics
+                    .shared_tier
+                    .add(&[("op", "read_manifest"), ("result", "hit")], 1);
+                Some(ManifestBody {
+                    head: ManifestHead {
+                        digest: Some(d.clone()),
+                        media_type: Some(media_type).filter(|m| !m.is_empty()),
+                    },
+                    bytes,
+                    origin: Origin::Shared,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.metrics
+                    .shared_tier
+                    .add(&[("op", "read_manifest"), ("result", "error")], 1);
+                tracing::warn!(upstream = %self.name(), digest = %d, error = %e, "shared storage unreadable; asking the upstream");
+                None
+            }
+        }
     }
 
     /// What owns a manifest in a cluster: its digest, or the tag in its repository.
@@ -129,7 +174,11 @@ impl Upstream {
             .await
             .map_err(|e| self.bad(format!("manifest body: {e}")))?;
         self.count_bytes(bytes.len());
-        Ok(ManifestBody { head, bytes })
+        Ok(ManifestBody {
+            head,
+            bytes,
+            origin: Origin::Upstream,
+        })
     }
 
     async fn manifest(&self, method: Method, repo: &str, reference: &str, accept: &str) -> Result<Response<Incoming>> {
@@ -185,10 +234,12 @@ impl Upstream {
         self.get_blob_here(repo, d, from).await
     }
 
-    /// The blob from the shared tier, when the tier holds it and the upstream confirms that
-    /// this repository has it: a blob in the tier came from some repository, and a private
-    /// one's must not reach a client of another. Unconfirmed (the upstream unreachable),
-    /// the tier is not read. An unreadable tier is skipped, with a warning.
+    /// The blob from the shared tier, when the tier holds it and this repository is known to
+    /// have it: a blob in the tier came from some repository, and a private one's must not
+    /// reach a client of another. Known by a link some node recorded from the upstream's
+    /// word, else by asking the upstream (HEAD), which records the link. Unconfirmed (no
+    /// link, the upstream unreachable), the tier is not read. An unreadable tier is
+    /// skipped, with a warning.
     async fn read_shared(&self, repo: &str, d: &Digest, from: Option<u64>) -> Result<Option<BlobBody>> {
         let Some(shared) = &self.shared else {
             return Ok(None);
@@ -206,8 +257,19 @@ impl Upstream {
                 return Ok(None);
             }
         };
-        match self.head_blob_here(repo, d).await {
+        let linked = shared.has_link(self.name(), repo, d).await.unwrap_or(false);
+        let confirmed = if linked {
+            Ok(None)
+        } else {
+            self.head_blob_here(repo, d).await
+        };
+        match confirmed {
             Ok(_) => {
+                if !linked {
+                    if let Err(e) = shared.put_link(self.name(), repo, d).await {
+                        tracing::warn!(digest = %d, error = %e, "repository link not recorded in the shared tier");
+                    }
+                }
                 count("hit");
                 Ok(Some(BlobBody {
                     total: found.total,

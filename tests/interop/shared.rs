@@ -472,3 +472,77 @@ fn killed_nodes_leave_no_partial_object_and_the_others_serve() {
         1
     );
 }
+
+#[test]
+fn with_owners_and_upstream_gone_a_node_with_an_empty_disk_serves_from_the_tier_alone() {
+    if !tools_present(&["docker-registry", "skopeo", "garage", "curl"]) {
+        return;
+    }
+    let mut w = world();
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        skopeo_to_dir(
+            &format!("{}/{image}", w.registry_addr),
+            &w.dir.join(format!("direct-{i}")),
+            *all,
+        );
+    }
+    let g = start_garage(&w.dir);
+    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let mut a = start_node(&w.dir, "node-a", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
+    let mut b = start_node(&w.dir, "node-b", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
+    copy_all(&w.dir, &addrs[0], "first", &[&a, &b]);
+
+    // The tier ends up with the three tags, the four blobs and the manifests, the
+    // uploads settled.
+    let shared = shared_of(&g);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let count = |prefix: &str| runtime.block_on(shared.list(prefix)).unwrap().len();
+    let all: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let uploads = || {
+        counter(
+            &all,
+            "entrepot_shared_tier_total{op=\"upload_manifest\",result=\"uploaded\"}",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = u64::MAX;
+    loop {
+        let now = uploads();
+        if count("tags/") == 3 && count("blobs/") == 4 && count("manifests/") >= 4 && now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tier: {} tags, {} blobs",
+            count("tags/"),
+            count("blobs/")
+        );
+        last = now;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Both nodes and the registry go. A node comes back on A's address with an empty disk:
+    // every pull is served from the tier, tags stale (the registry cannot revalidate them).
+    a.stop();
+    b.stop();
+    w.registry.stop();
+    let a2 = start_node(&w.dir, "node-a2", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
+    copy_all(&w.dir, &addrs[0], "tier-alone", &[&a2]);
+    let stale = fetch(
+        &format!("http://{}/v2/interop/oci/manifests/v1", addrs[0]),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+    );
+    assert_eq!(stale.status, 200);
+    let warned = Command::new("curl")
+        .args(["-sI", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+        .arg(format!("http://{}/v2/interop/oci/manifests/v1", addrs[0]))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&warned.stdout)
+            .to_ascii_lowercase()
+            .contains("warning: 299"),
+        "{}",
+        String::from_utf8_lossy(&warned.stdout)
+    );
+}
