@@ -342,7 +342,10 @@ impl Cache {
                 tracing::warn!(digest = %d, error = %e, "repository link not shared");
             }
             let result = match shared.put(&d, blob).await {
-                Ok(true) => "uploaded",
+                Ok(true) => {
+                    tracing::info!(digest = %d, "blob shared");
+                    "uploaded"
+                }
                 Ok(false) => "skipped",
                 Err(e) => {
                     tracing::warn!(digest = %d, error = %e, "blob not uploaded to the shared tier");

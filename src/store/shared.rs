@@ -28,9 +28,12 @@ use crate::oci::Digest;
 
 /// How long a presigned request stays valid: it is sent at once.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
-/// The largest object one PUT may carry on AWS S3; larger blobs stay local (a multipart
-/// upload would take them, and is not done yet).
-const MAX_SINGLE_PUT: u64 = 5 << 30;
+/// Blobs larger than this go up in parts: one PUT stops at 5 GiB on AWS S3, and an
+/// upload cut short leaves parts, never an object.
+const MULTIPART_FROM: u64 = 32 << 20;
+/// A part's size, at least (S3 wants 5 MiB at least but for the last; 10,000 parts at most).
+const PART_BYTES: u64 = 16 << 20;
+const MAX_PARTS: u64 = 10_000;
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Time allowed for the store's response headers.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,14 +182,14 @@ impl Shared {
     /// Returns whether it uploaded.
     pub async fn put(&self, d: &Digest, blob: BlobReader) -> io::Result<bool> {
         let size = blob.size();
-        if size > MAX_SINGLE_PUT {
-            tracing::warn!(digest = %d, size, "blob larger than one PUT may carry; kept on local disk only");
-            return Ok(false);
-        }
         if self.contains(d).await? {
             return Ok(false);
         }
         let key = Shared::key(d);
+        if size > MULTIPART_FROM {
+            self.put_parts(&key, blob).await?;
+            return Ok(true);
+        }
         let url = self.bucket.put_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
         let resp = self
             .send(Method::PUT, url.as_str(), None, UploadBody::from_blob(blob))
@@ -251,6 +254,79 @@ impl Shared {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// A multipart upload: the object appears only when the upload completes; an upload
+    /// that fails is aborted (one cut short by a crash leaves parts the store's lifecycle
+    /// rule for incomplete uploads removes).
+    async fn put_parts(&self, key: &str, blob: BlobReader) -> io::Result<()> {
+        let url = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
+        let created = self
+            .read_whole(Method::POST, url.as_str(), 1 << 20)
+            .await?
+            .ok_or_else(|| io::Error::other(format!("shared storage: no bucket {}", self.bucket.name())))?;
+        let upload = rusty_s3::actions::CreateMultipartUpload::parse_response(&created).map_err(io::Error::other)?;
+        let id = upload.upload_id().to_owned();
+        let result = self.send_parts(key, &id, blob).await;
+        if result.is_err() {
+            let url = self
+                .bucket
+                .abort_multipart_upload(Some(&self.credentials), key, &id)
+                .sign(SIGNED_FOR);
+            let _ = self.send(Method::DELETE, url.as_str(), None, UploadBody::empty()).await;
+        }
+        result
+    }
+
+    async fn send_parts(&self, key: &str, id: &str, blob: BlobReader) -> io::Result<()> {
+        let size = blob.size();
+        let part = PART_BYTES.max(size.div_ceil(MAX_PARTS));
+        let mut etags = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let number = u16::try_from(etags.len() + 1).map_err(io::Error::other)?;
+            let len = part.min(size - at);
+            let url = self
+                .bucket
+                .upload_part(Some(&self.credentials), key, number, id)
+                .sign(SIGNED_FOR);
+            let body = UploadBody::from_range(blob.clone(), at, len);
+            let resp = self.send(Method::PUT, url.as_str(), None, body).await?;
+            let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
+            match (resp.status().is_success(), etag) {
+                (true, Some(etag)) => etags.push(etag.to_owned()),
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "shared storage: part {number} of {key}: {}",
+                        resp.status()
+                    )))
+                }
+            }
+            at += len;
+        }
+        let complete =
+            self.bucket
+                .complete_multipart_upload(Some(&self.credentials), key, id, etags.iter().map(String::as_str));
+        let url = complete.sign(SIGNED_FOR);
+        let body = Bytes::from(complete.body());
+        use http_body_util::BodyExt;
+        let resp = self
+            .send(Method::POST, url.as_str(), None, UploadBody::bytes(body))
+            .await?;
+        let status = resp.status();
+        // S3 may answer 200 and report a failed completion in the body.
+        let answer = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| io::Error::other(format!("shared storage: {e}")))?
+            .to_bytes();
+        if !status.is_success() || answer.windows(7).any(|w| w == b"<Error>") {
+            return Err(io::Error::other(format!("shared storage: completing {key}: {status}")));
+        }
+        Ok(())
     }
 
     /// A small object's bytes; `None` when absent.
@@ -407,12 +483,18 @@ impl UploadBody {
     }
 
     fn from_blob(blob: BlobReader) -> UploadBody {
-        let (tx, rx) = mpsc::channel(4);
         let size = blob.size();
+        UploadBody::from_range(blob, 0, size)
+    }
+
+    /// `len` bytes of a blob from `start`.
+    fn from_range(blob: BlobReader, start: u64, len: u64) -> UploadBody {
+        let (tx, rx) = mpsc::channel(4);
+        let end = start + len;
         tokio::task::spawn_blocking(move || {
-            let mut at = 0;
-            while at < size {
-                let chunk = blob.read_at(at, UPLOAD_CHUNK.min((size - at) as usize));
+            let mut at = start;
+            while at < end {
+                let chunk = blob.read_at(at, UPLOAD_CHUNK.min((end - at) as usize));
                 let n = chunk.as_ref().map_or(0, |c| c.len() as u64);
                 let failed = chunk.is_err() || n == 0;
                 let chunk = if n == 0 && chunk.is_ok() {
@@ -428,7 +510,7 @@ impl UploadBody {
         });
         UploadBody {
             rx: Some(rx),
-            len: Some(size),
+            len: Some(len),
             content_type: None,
         }
     }

@@ -391,7 +391,7 @@ fn killed_nodes_leave_no_partial_object_and_the_others_serve() {
     }
     let w = world();
     let mut g = start_garage(&w.dir);
-    // A 48 MiB blob: its upload takes long enough to be cut.
+    // A 48 MiB blob: it goes up in parts (from 32 MiB), and long enough to be cut.
     let blob: Vec<u8> = (0..48u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
