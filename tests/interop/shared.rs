@@ -192,6 +192,34 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     let mut b = start_node(&w.dir, "node-b", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
     let first: Vec<&str> = addrs.iter().map(String::as_str).collect();
 
+    // 16 clients over the two nodes ask for one cold layer at once: one upstream GET, and
+    // every client gets the layer's bytes.
+    let layer = blobs_of(&w.registry_addr, "interop/oci", "v1").swap_remove(0);
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, out) = (
+                format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 2]),
+                w.dir.join(format!("layer-{i}")),
+            );
+            std::thread::spawn(move || {
+                run(Command::new("curl")
+                    .args(["-fsS", "--max-time", "60", "-o"])
+                    .arg(&out)
+                    .arg(&url));
+                sha256_hex(&std::fs::read(&out).unwrap())
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(format!("sha256:{}", client.join().unwrap()), layer);
+    }
+    let requests = format!("entrepot_upstream_requests_total{{upstream=\"{UPSTREAM}\",");
+    assert_eq!(
+        counter(&first, &requests),
+        1,
+        "one upstream request for 16 clients on 2 nodes"
+    );
+
     // Through A: each of the four distinct blobs is fetched once, by its owner, and goes up.
     copy_all(&w.dir, &addrs[0], "first", &[&a, &b]);
     let uploaded = "entrepot_shared_tier_total{op=\"upload\",result=\"uploaded\"}";
