@@ -15,18 +15,10 @@ const CREDS: &str = "puller:puller-pw";
 /// Requests the nodes sent straight to the registry, all results, summed over the nodes
 /// (requests to a peer are counted under `<upstream>@<peer>`).
 fn upstream_requests(nodes: &[&str]) -> u64 {
-    let series = format!("entrepot_upstream_requests_total{{upstream=\"{UPSTREAM}\",");
-    nodes
-        .iter()
-        .map(|addr| {
-            fetch(&format!("http://{addr}/metrics"), None)
-                .text()
-                .lines()
-                .filter(|l| l.starts_with(&series))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        })
-        .sum()
+    counter(
+        nodes,
+        &format!("entrepot_upstream_requests_total{{upstream=\"{UPSTREAM}\","),
+    )
 }
 
 fn start_node(dir: &Path, name: &'static str, addr: &str, peers: &[String], registry: &str) -> Proc {
@@ -63,46 +55,13 @@ fn get_through(addr: &str, path: &str) -> Vec<u8> {
     out.stdout
 }
 
-fn skopeo_copy_through(dir: &Path, addr: &str, round: &str, logs: &[&Proc]) {
-    for (i, (image, all)) in IMAGES.iter().enumerate() {
-        let out = dir.join(format!("{round}-{i}"));
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--src-tls-verify=false", "--src-creds", CREDS]);
-        if *all {
-            cmd.arg("--all");
-        }
-        let o = cmd
-            .arg(format!("docker://{addr}/{image}"))
-            .arg(format!("dir:{}", out.display()))
-            .output()
-            .unwrap();
-        let logs: Vec<String> = logs.iter().map(|p| p.log_text()).collect();
-        assert!(
-            o.status.success(),
-            "{round} {image}: {}\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            logs.join("\n")
-        );
-        assert!(
-            dir_contents(&out) == dir_contents(&dir.join(format!("direct-{i}"))),
-            "{round} {image}: differs from the registry's"
-        );
-    }
-}
-
 #[test]
 fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
     if !tools_present(&["docker-registry", "skopeo", "curl"]) {
         return;
     }
     let w = world();
-    for (i, (image, all)) in IMAGES.iter().enumerate() {
-        skopeo_to_dir(
-            &format!("{}/{image}", w.registry_addr),
-            &w.dir.join(format!("direct-{i}")),
-            *all,
-        );
-    }
+    copy_images_from_the_registry(&w.dir, &w.registry_addr);
     let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     let a = start_node(&w.dir, "node-a", &addrs[0], &addrs, &w.registry_addr);
     let mut b = start_node(&w.dir, "node-b", &addrs[1], &addrs, &w.registry_addr);
@@ -189,10 +148,10 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
     );
 
     // Whole images through one node, then the others: the others ask nothing upstream.
-    skopeo_copy_through(&w.dir, &addrs[0], "via-a", &[&a, &b, &c]);
+    copy_images_like_the_registry(&w.dir, &addrs[0], "via-a", Some(CREDS), &[&a, &b, &c]);
     let after_a = upstream_requests(&all);
-    skopeo_copy_through(&w.dir, &addrs[1], "via-b", &[&a, &b, &c]);
-    skopeo_copy_through(&w.dir, &addrs[2], "via-c", &[&a, &b, &c]);
+    copy_images_like_the_registry(&w.dir, &addrs[1], "via-b", Some(CREDS), &[&a, &b, &c]);
+    copy_images_like_the_registry(&w.dir, &addrs[2], "via-c", Some(CREDS), &[&a, &b, &c]);
     assert_eq!(
         upstream_requests(&all),
         after_a,
@@ -215,7 +174,7 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
     b.stop();
     let b2 = start_node(&w.dir, "node-b2", &addrs[1], &addrs, &w.registry_addr);
     let a_before = upstream_requests(&all[..1]);
-    skopeo_copy_through(&w.dir, &addrs[1], "via-b-without-c", &[&a, &b2]);
+    copy_images_like_the_registry(&w.dir, &addrs[1], "via-b-without-c", Some(CREDS), &[&a, &b2]);
     assert!(
         upstream_requests(&all[1..2]) > 0,
         "B fetched nothing itself: C owned nothing?"

@@ -131,61 +131,13 @@ fn start_node(
     serve_entrepot(dir, name, &config, addr)
 }
 
-/// A counter summed over nodes: the series whose line starts with `prefix`.
-fn counter(nodes: &[&str], prefix: &str) -> u64 {
-    nodes
-        .iter()
-        .map(|addr| {
-            fetch(&format!("http://{addr}/metrics"), None)
-                .text()
-                .lines()
-                .filter(|l| l.starts_with(prefix))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        })
-        .sum()
-}
-
-fn copy_all(dir: &Path, addr: &str, round: &str, logs: &[&Proc]) {
-    for (i, (image, all)) in IMAGES.iter().enumerate() {
-        let out = dir.join(format!("{round}-{i}"));
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--src-tls-verify=false"]);
-        if *all {
-            cmd.arg("--all");
-        }
-        let o = cmd
-            .arg(format!("docker://{addr}/{image}"))
-            .arg(format!("dir:{}", out.display()))
-            .output()
-            .unwrap();
-        let logs: Vec<String> = logs.iter().map(|p| p.log_text()).collect();
-        assert!(
-            o.status.success(),
-            "{round} {image}: {}\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            logs.join("\n")
-        );
-        assert!(
-            dir_contents(&out) == dir_contents(&dir.join(format!("direct-{i}"))),
-            "{round} {image}: differs from the registry's"
-        );
-    }
-}
-
 #[test]
 fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garage_node_gone() {
     if !tools_present(&["docker-registry", "skopeo", "garage", "curl"]) {
         return;
     }
     let w = world();
-    for (i, (image, all)) in IMAGES.iter().enumerate() {
-        skopeo_to_dir(
-            &format!("{}/{image}", w.registry_addr),
-            &w.dir.join(format!("direct-{i}")),
-            *all,
-        );
-    }
+    copy_images_from_the_registry(&w.dir, &w.registry_addr);
     let mut g = start_garage(&w.dir);
     let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     let mut a = start_node(&w.dir, "node-a", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
@@ -221,7 +173,7 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     );
 
     // Through A: each of the four distinct blobs is fetched once, by its owner, and goes up.
-    copy_all(&w.dir, &addrs[0], "first", &[&a, &b]);
+    copy_images_like_the_registry(&w.dir, &addrs[0], "first", None, &[&a, &b]);
     let uploaded = "entrepot_shared_tier_total{op=\"upload\",result=\"uploaded\"}";
     let deadline = Instant::now() + Duration::from_secs(60);
     while counter(&first, uploaded) < 4 {
@@ -241,7 +193,7 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     b.stop();
     let a2 = start_node(&w.dir, "node-a2", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
     let b2 = start_node(&w.dir, "node-b2", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
-    copy_all(&w.dir, &addrs[1], "empty-disks", &[&a2, &b2]);
+    copy_images_like_the_registry(&w.dir, &addrs[1], "empty-disks", None, &[&a2, &b2]);
     // Less than the smallest layer came from the upstream (the manifests); each of the four
     // blobs was read from the tier once, by its owner.
     let smallest_layer = (0..IMAGES.len())
@@ -267,7 +219,7 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     g.nodes[2].stop();
     let c_addr = format!("127.0.0.1:{}", free_port());
     let c = start_node(&w.dir, "node-c", &c_addr, None, &w.registry_addr, &g, "");
-    copy_all(&w.dir, &c_addr, "garage-node-gone", &[&c]);
+    copy_images_like_the_registry(&w.dir, &c_addr, "garage-node-gone", None, &[&c]);
     assert_eq!(
         counter(&[&c_addr], "entrepot_shared_tier_total{op=\"read\",result=\"hit\"}"),
         4
@@ -507,18 +459,12 @@ fn with_owners_and_upstream_gone_a_node_with_an_empty_disk_serves_from_the_tier_
         return;
     }
     let mut w = world();
-    for (i, (image, all)) in IMAGES.iter().enumerate() {
-        skopeo_to_dir(
-            &format!("{}/{image}", w.registry_addr),
-            &w.dir.join(format!("direct-{i}")),
-            *all,
-        );
-    }
+    copy_images_from_the_registry(&w.dir, &w.registry_addr);
     let g = start_garage(&w.dir);
     let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     let mut a = start_node(&w.dir, "node-a", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
     let mut b = start_node(&w.dir, "node-b", &addrs[1], Some(&addrs), &w.registry_addr, &g, "");
-    copy_all(&w.dir, &addrs[0], "first", &[&a, &b]);
+    copy_images_like_the_registry(&w.dir, &addrs[0], "first", None, &[&a, &b]);
 
     // The tier ends up with the three tags, the four blobs and the manifests, the
     // uploads settled.
@@ -555,7 +501,7 @@ fn with_owners_and_upstream_gone_a_node_with_an_empty_disk_serves_from_the_tier_
     b.stop();
     w.registry.stop();
     let a2 = start_node(&w.dir, "node-a2", &addrs[0], Some(&addrs), &w.registry_addr, &g, "");
-    copy_all(&w.dir, &addrs[0], "tier-alone", &[&a2]);
+    copy_images_like_the_registry(&w.dir, &addrs[0], "tier-alone", None, &[&a2]);
     let stale = fetch(
         &format!("http://{}/v2/interop/oci/manifests/v1", addrs[0]),
         Some("application/vnd.oci.image.manifest.v1+json"),

@@ -529,3 +529,59 @@ pub fn fetch(url: &str, accept: Option<&str>) -> Answer {
         body: raw[split + 4..].to_vec(),
     }
 }
+
+/// Copies every image of `IMAGES` straight from the registry into `dir/direct-<i>`: what
+/// `copy_images_like_the_registry` compares with.
+pub fn copy_images_from_the_registry(dir: &Path, registry: &str) {
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        skopeo_to_dir(&format!("{registry}/{image}"), &dir.join(format!("direct-{i}")), *all);
+    }
+}
+
+/// skopeo copies every image of `IMAGES` through `addr` (logged in with `creds` when
+/// given) into `dir/<round>-<i>`, each byte for byte what the registry holds; `logs` are
+/// shown when it fails.
+pub fn copy_images_like_the_registry(dir: &Path, addr: &str, round: &str, creds: Option<&str>, logs: &[&Proc]) {
+    for (i, (image, all)) in IMAGES.iter().enumerate() {
+        let out = dir.join(format!("{round}-{i}"));
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--src-tls-verify=false"]);
+        if let Some(creds) = creds {
+            cmd.args(["--src-creds", creds]);
+        }
+        if *all {
+            cmd.arg("--all");
+        }
+        let o = cmd
+            .arg(format!("docker://{addr}/{image}"))
+            .arg(format!("dir:{}", out.display()))
+            .output()
+            .unwrap();
+        let logs: Vec<String> = logs.iter().map(|p| p.log_text()).collect();
+        assert!(
+            o.status.success(),
+            "{round} {image}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs.join("\n")
+        );
+        assert!(
+            dir_contents(&out) == dir_contents(&dir.join(format!("direct-{i}"))),
+            "{round} {image}: differs from the registry's"
+        );
+    }
+}
+
+/// A counter summed over entrepot nodes: the series whose line starts with `prefix`.
+pub fn counter(nodes: &[&str], prefix: &str) -> u64 {
+    nodes
+        .iter()
+        .map(|addr| {
+            fetch(&format!("http://{addr}/metrics"), None)
+                .text()
+                .lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
+}
