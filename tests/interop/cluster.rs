@@ -70,33 +70,17 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
 
     // 16 clients spread over the three nodes ask for one cold layer at once: one upstream
     // request in all, and every client gets the layer's bytes.
-    let manifest = fetch(
-        &format!("http://{}/v2/interop/oci/manifests/v1", w.registry_addr),
-        Some("application/vnd.oci.image.manifest.v1+json"),
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let layer = blobs_of(&w.registry_addr, "interop/oci", "v1").swap_remove(0);
     // Strict mode: each node lets a blob in only for a manifest it allowed.
     for addr in &addrs {
         get_through(addr, "interop/oci/manifests/v1");
     }
     let before = upstream_requests(&all);
-    let clients: Vec<_> = (0..16)
-        .map(|i| {
-            let url = format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 3]);
-            let out = w.dir.join(format!("layer-{i}"));
-            std::thread::spawn(move || {
-                run(Command::new("curl")
-                    .args(["-fsS", "--max-time", "60", "-u", CREDS, "-o"])
-                    .arg(&out)
-                    .arg(&url));
-                std::fs::read(&out).unwrap()
-            })
-        })
+    let urls = (0..16)
+        .map(|i| format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 3]))
         .collect();
-    for client in clients {
-        let bytes = client.join().unwrap();
-        assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), layer);
+    for got in concurrent_gets(urls, &w.dir, Some(CREDS)) {
+        assert_eq!(got, layer);
     }
     assert_eq!(
         upstream_requests(&all) - before,
@@ -107,24 +91,8 @@ fn three_nodes_fetch_each_digest_once_and_survive_a_lost_node() {
     // Strict mode: a blob asked through a node that is not its owner is fetched once, by
     // its owner, which lets it out to the peer whether or not it judged the manifest itself
     // (the asking node did). Were it refused, the asking node would fetch it again.
-    let index: serde_json::Value = serde_json::from_slice(
-        &fetch(
-            &format!("http://{}/v2/interop/multi/manifests/v1", w.registry_addr),
-            Some("application/vnd.oci.image.index.v1+json"),
-        )
-        .body,
-    )
-    .unwrap();
-    let arm = index["manifests"][1]["digest"].as_str().unwrap().to_owned();
-    let arm_manifest: serde_json::Value = serde_json::from_slice(
-        &fetch(
-            &format!("http://{}/v2/interop/multi/manifests/{arm}", w.registry_addr),
-            Some("application/vnd.oci.image.manifest.v1+json"),
-        )
-        .body,
-    )
-    .unwrap();
-    let arm_layer = arm_manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let arm = index_child(&w.registry_addr, "interop/multi", "v1", 1);
+    let arm_layer = blobs_of(&w.registry_addr, "interop/multi", &arm).swap_remove(0);
     let roots: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     let owner_url = entrepot::cluster::Cluster::new(entrepot::config::ClusterConfig {
         self_url: roots[0].clone(),

@@ -147,23 +147,11 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     // 16 clients over the two nodes ask for one cold layer at once: one upstream GET, and
     // every client gets the layer's bytes.
     let layer = blobs_of(&w.registry_addr, "interop/oci", "v1").swap_remove(0);
-    let clients: Vec<_> = (0..16)
-        .map(|i| {
-            let (url, out) = (
-                format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 2]),
-                w.dir.join(format!("layer-{i}")),
-            );
-            std::thread::spawn(move || {
-                run(Command::new("curl")
-                    .args(["-fsS", "--max-time", "60", "-o"])
-                    .arg(&out)
-                    .arg(&url));
-                sha256_hex(&std::fs::read(&out).unwrap())
-            })
-        })
+    let urls = (0..16)
+        .map(|i| format!("http://{}/v2/interop/oci/blobs/{layer}", addrs[i % 2]))
         .collect();
-    for client in clients {
-        assert_eq!(format!("sha256:{}", client.join().unwrap()), layer);
+    for got in concurrent_gets(urls, &w.dir, None) {
+        assert_eq!(got, layer);
     }
     let requests = format!("entrepot_upstream_requests_total{{upstream=\"{UPSTREAM}\",");
     assert_eq!(
@@ -226,18 +214,6 @@ fn nodes_with_empty_disks_serve_from_the_shared_tier_on_garage_even_with_a_garag
     );
 }
 
-/// A blob's digest and the path to get it through entrepot, from the registry's manifests.
-fn blobs_of(registry: &str, repo: &str, reference: &str) -> Vec<String> {
-    let m = fetch(
-        &format!("http://{registry}/v2/{repo}/manifests/{reference}"),
-        Some("application/vnd.oci.image.manifest.v1+json"),
-    );
-    let m: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
-    let mut out = vec![m["layers"][0]["digest"].as_str().unwrap().to_owned()];
-    out.push(m["config"]["digest"].as_str().unwrap().to_owned());
-    out
-}
-
 fn get_blob(addr: &str, repo: &str, digest: &str) {
     run(Command::new("curl")
         .args(["-fsS", "-o", "/dev/null"])
@@ -277,18 +253,10 @@ fn the_tier_keeps_within_its_budget_what_nodes_used_last() {
     );
     // Two layers of some 70 KB each and their configs: the budget holds one layer.
     let old = blobs_of(&w.registry_addr, "interop/oci", "v1");
-    let index: serde_json::Value = serde_json::from_slice(
-        &fetch(
-            &format!("http://{}/v2/interop/multi/manifests/v1", w.registry_addr),
-            Some("application/vnd.oci.image.index.v1+json"),
-        )
-        .body,
-    )
-    .unwrap();
     let newer = blobs_of(
         &w.registry_addr,
         "interop/multi",
-        index["manifests"][1]["digest"].as_str().unwrap(),
+        &index_child(&w.registry_addr, "interop/multi", "v1", 1),
     );
     for d in &old {
         get_blob(&addr, "interop/oci", d);
@@ -305,16 +273,7 @@ fn the_tier_keeps_within_its_budget_what_nodes_used_last() {
     get_blob(&addr, "interop/oci", &old[0]);
     let gc = entrepot(&["gc"], &w.dir.join("node.toml"));
 
-    let shared = entrepot::store::shared::Shared::new(&entrepot::config::StorageConfig {
-        endpoint: g.s3.clone(),
-        bucket: "entrepot".into(),
-        region: "garage".into(),
-        access_key_id: g.key_id.clone(),
-        secret_access_key: g.secret.clone(),
-        virtual_host_style: false,
-        limits: Default::default(),
-    })
-    .unwrap();
+    let shared = shared_of(&g);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let holds = |d: &str| runtime.block_on(shared.contains(&d.parse().unwrap())).unwrap();
     assert!(holds(&old[0]), "the layer used last was evicted\n{}", node.log_text());

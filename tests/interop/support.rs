@@ -585,3 +585,49 @@ pub fn counter(nodes: &[&str], prefix: &str) -> u64 {
         })
         .sum()
 }
+
+/// An image manifest's first layer and its config, as the registry lists them.
+pub fn blobs_of(registry: &str, repo: &str, reference: &str) -> Vec<String> {
+    let m = fetch(
+        &format!("http://{registry}/v2/{repo}/manifests/{reference}"),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    vec![
+        m["layers"][0]["digest"].as_str().unwrap().to_owned(),
+        m["config"]["digest"].as_str().unwrap().to_owned(),
+    ]
+}
+
+/// The digest of the `i`th manifest an index lists, as the registry lists it.
+pub fn index_child(registry: &str, repo: &str, tag: &str, i: usize) -> String {
+    let index = fetch(
+        &format!("http://{registry}/v2/{repo}/manifests/{tag}"),
+        Some("application/vnd.oci.image.index.v1+json"),
+    );
+    let index: serde_json::Value = serde_json::from_slice(&index.body).unwrap();
+    index["manifests"][i]["digest"].as_str().unwrap().to_owned()
+}
+
+/// GETs every URL at once, each by its own curl (logged in with `creds` when given), into
+/// files under `dir`; returns the `sha256:` digest of each body, in order.
+pub fn concurrent_gets(urls: Vec<String>, dir: &Path, creds: Option<&str>) -> Vec<String> {
+    let clients: Vec<_> = urls
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let out = dir.join(format!("concurrent-{i}"));
+            let creds = creds.map(str::to_owned);
+            std::thread::spawn(move || {
+                let mut cmd = Command::new("curl");
+                cmd.args(["-fsS", "--max-time", "60"]);
+                if let Some(creds) = creds {
+                    cmd.args(["-u", &creds]);
+                }
+                run(cmd.arg("-o").arg(&out).arg(&url));
+                format!("sha256:{}", sha256_hex(&std::fs::read(&out).unwrap()))
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}

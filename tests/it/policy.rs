@@ -406,8 +406,20 @@ fn put_cosign_referrer(
     )
 }
 
-#[tokio::test]
-async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evidence_served() {
+/// A registry with the referrers API, a key, and an entrepot whose rule `signed` requires
+/// a signature by it under `prod/*` (`options` add to `require_signature`; `extra` opens
+/// the config). The config parts are kept to start the proxy again.
+struct SignedSite {
+    dir: tempfile::TempDir,
+    key: CosignKey,
+    key_path: std::path::PathBuf,
+    reg: TestRegistry,
+    proxy: TestProxy,
+    extra: String,
+    upstreams: String,
+}
+
+async fn signed_site(options: &str, extra: &str) -> SignedSite {
     let dir = tempfile::tempdir().unwrap();
     let key = CosignKey::new();
     let key_path = dir.path().join("cosign.pub");
@@ -417,14 +429,36 @@ async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evid
         ..Default::default()
     })
     .await;
-    let policy = format!(
-        "[[policy]]\nname = \"signed\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_signature = {{ cosign_keys = [{:?}] }}\n",
+    let upstreams = format!(
+        "{}[[policy]]\nname = \"signed\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_signature = {{ cosign_keys = [{:?}]{options} }}\n",
+        upstream("reg.test", &reg.url(), ""),
         key_path.display().to_string()
     );
-    let proxy = TestProxy::start(
-        dir.path(),
+    let proxy = TestProxy::start(dir.path(), extra, &upstreams).await;
+    SignedSite {
+        dir,
+        key,
+        key_path,
+        reg,
+        proxy,
+        extra: extra.to_owned(),
+        upstreams,
+    }
+}
+
+#[tokio::test]
+async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evidence_served() {
+    let SignedSite {
+        dir,
+        key,
+        key_path,
+        reg,
+        proxy,
+        extra,
+        upstreams,
+    } = signed_site(
+        "",
         "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"\nblobs_require_manifest = true",
-        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
     )
     .await;
     let (child, child_bytes, blobs) = reg.put_artifact("prod/app", Some("amd64"), IMAGE_CONFIG, &[LAYER]);
@@ -480,12 +514,7 @@ async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evid
     // The key leaves the config: at the next start, what it verified is refused.
     proxy.stop().await;
     CosignKey::new().write_pem(&key_path);
-    let proxy = TestProxy::start(
-        dir.path(),
-        "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"\nblobs_require_manifest = true",
-        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
-    )
-    .await;
+    let proxy = TestProxy::start(dir.path(), &extra, &upstreams).await;
     assert_denied(
         &get(&proxy.url(&format!("/v2/prod/app/manifests/{index}"))).await,
         "no signature verifies with a trusted key",
@@ -498,25 +527,14 @@ async fn a_required_signature_is_verified_through_the_referrers_api_and_its_evid
 
 #[tokio::test]
 async fn each_child_requires_every_child_of_a_signed_index_to_carry_its_own_signature() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = CosignKey::new();
-    let key_path = dir.path().join("cosign.pub");
-    key.write_pem(&key_path);
-    let reg = TestRegistry::start_with(Options {
-        referrers_api: true,
-        ..Default::default()
-    })
-    .await;
-    let policy = format!(
-        "[[policy]]\nname = \"recursive\"\naction = \"allow\"\nrepository = \"prod/*\"\nrequire_signature = {{ cosign_keys = [{:?}], each_child = true }}\n",
-        key_path.display().to_string()
-    );
-    let proxy = TestProxy::start(
-        dir.path(),
-        "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"",
-        &format!("{}{policy}", upstream("reg.test", &reg.url(), "")),
-    )
-    .await;
+    // The directory is bound: dropped, it would take the proxy's data with it.
+    let SignedSite {
+        dir: _dir,
+        key,
+        reg,
+        proxy,
+        ..
+    } = signed_site(", each_child = true", "tag_ttl = \"0s\"\nnegative_ttl = \"0s\"").await;
     let (amd, amd_bytes, _) = reg.put_artifact("prod/app", None, IMAGE_CONFIG, &[LAYER]);
     let (arm, arm_bytes, _) = reg.put_artifact("prod/app", None, IMAGE_CONFIG, &[LAYER, LAYER]);
     let (index, index_bytes) = reg.put_index(
