@@ -168,8 +168,11 @@ impl Shared {
 
     /// Whether the tier holds the blob.
     pub async fn contains(&self, d: &Digest) -> io::Result<bool> {
-        let key = Shared::key(d);
-        let url = self.bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        self.exists(&Shared::key(d)).await
+    }
+
+    async fn exists(&self, key: &str) -> io::Result<bool> {
+        let url = self.bucket.head_object(Some(&self.credentials), key).sign(SIGNED_FOR);
         let resp = self.send(Method::HEAD, url.as_str(), None, UploadBody::empty()).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),
@@ -424,14 +427,7 @@ impl Shared {
 
     /// Whether some node recorded that the repository holds the digest.
     pub async fn has_link(&self, upstream: &str, repo: &str, d: &Digest) -> io::Result<bool> {
-        let key = link_key(upstream, repo, d);
-        let url = self.bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
-        let resp = self.send(Method::HEAD, url.as_str(), None, UploadBody::empty()).await?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            s => Err(io::Error::other(format!("shared storage: HEAD {key}: {s}"))),
-        }
+        self.exists(&link_key(upstream, repo, d)).await
     }
 
     /// A tag's last resolution from the upstream by some node, as JSON.

@@ -334,33 +334,7 @@ fn killed_nodes_leave_no_partial_object_and_the_others_serve() {
     let blob: Vec<u8> = (0..48u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let digest = format!("sha256:{}", sha256_hex(&blob));
-    let head = run(Command::new("curl")
-        .args(["-sS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("http://{}/v2/big/blob/blobs/uploads/", w.registry_addr)));
-    let location = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap();
-    let location = if location.starts_with("http") {
-        location
-    } else {
-        format!("http://{}{location}", w.registry_addr)
-    };
-    let file = w.dir.join("big.blob");
-    std::fs::write(&file, &blob).unwrap();
-    run(Command::new("curl")
-        .args([
-            "-fsS",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", file.display()))
-        .arg(format!("{location}&digest={digest}")));
+    let digest = push_blob(&w.registry_addr, "big/blob", &blob);
     let through = |addr: &str, out: &str| {
         let out = w.dir.join(out);
         run(Command::new("curl")

@@ -83,59 +83,11 @@ struct Registry {
 
 impl Registry {
     fn blob(&self, repo: &str, bytes: &[u8]) -> (String, usize) {
-        let digest = format!("sha256:{}", sha256_hex(bytes));
-        let head = run(Command::new("curl").args([
-            "-sS",
-            "-X",
-            "POST",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            &format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
-        ]));
-        let location = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_else(|| panic!("no upload location: {head}"));
-        let location = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{}{location}", self.addr)
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        self.put(
-            &format!("{location}{sep}digest={digest}"),
-            "application/octet-stream",
-            bytes,
-        );
-        (digest, bytes.len())
+        (push_blob(&self.addr, repo, bytes), bytes.len())
     }
 
     fn manifest(&self, repo: &str, reference: &str, media_type: &str, body: &str) -> String {
-        self.put(
-            &format!("http://{}/v2/{repo}/manifests/{reference}", self.addr),
-            media_type,
-            body.as_bytes(),
-        );
-        format!("sha256:{}", sha256_hex(body.as_bytes()))
-    }
-
-    fn put(&self, url: &str, content_type: &str, body: &[u8]) {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body).unwrap();
-        run(Command::new("curl")
-            .args([
-                "-fsS",
-                "-X",
-                "PUT",
-                "-H",
-                &format!("Content-Type: {content_type}"),
-                "--data-binary",
-            ])
-            .arg(format!("@{}", file.path().display()))
-            .arg(url));
+        push_manifest(&self.addr, repo, reference, media_type, body)
     }
 
     /// A tag's digest, media type and size, as the registry answers it.

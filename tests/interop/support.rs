@@ -631,3 +631,62 @@ pub fn concurrent_gets(urls: Vec<String>, dir: &Path, creds: Option<&str>) -> Ve
         .collect();
     clients.into_iter().map(|c| c.join().unwrap()).collect()
 }
+
+/// Pushes a blob to a registry as a client does (POST, then PUT with the digest); returns
+/// its digest.
+pub fn push_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", sha256_hex(bytes));
+    let head = run(Command::new("curl").args([
+        "-sS",
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://{registry}/v2/{repo}/blobs/uploads/"),
+    ]));
+    let location = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no upload location: {head}"));
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{registry}{location}")
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    put(
+        &format!("{location}{sep}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    );
+    digest
+}
+
+/// Pushes a manifest under `reference`; returns its digest.
+pub fn push_manifest(registry: &str, repo: &str, reference: &str, media_type: &str, body: &str) -> String {
+    put(
+        &format!("http://{registry}/v2/{repo}/manifests/{reference}"),
+        media_type,
+        body.as_bytes(),
+    );
+    format!("sha256:{}", sha256_hex(body.as_bytes()))
+}
+
+fn put(url: &str, content_type: &str, body: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    run(Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.path().display()))
+        .arg(url));
+}
