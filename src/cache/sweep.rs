@@ -89,7 +89,7 @@ impl Cache {
     pub fn retention_configured(&self) -> bool {
         let r = &self.settings.retention;
         r.limits.max_cache_bytes.is_some()
-            || self.has_tier()
+            || self.tier_has_limits()
             || r.classes
                 .iter()
                 .any(|c| c.max_idle.is_some() || c.max_age.is_some() || c.max_bytes.is_some())

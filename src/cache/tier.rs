@@ -178,17 +178,19 @@ impl Cache {
         let _ = self.tier.set(tier);
     }
 
-    pub fn has_tier(&self) -> bool {
-        self.tier.get().is_some()
+    /// Whether the shared tier is swept (`[storage] max_bytes` or `max_idle`).
+    pub fn tier_has_limits(&self) -> bool {
+        self.tier.get().is_some_and(|t| t.limits.any())
     }
 
     /// This node's access report, then, on the sweeping node, the tier's eviction.
     pub(super) async fn upkeep_tier(self: &Arc<Self>) -> Result<Option<TierSwept>> {
-        let Some(t) = self.tier.get() else {
+        // Without limits nobody sweeps, and nobody needs reports.
+        let Some(t) = self.tier.get().filter(|t| t.limits.any()) else {
             return Ok(None);
         };
         self.report_access(t).await?;
-        if !t.sweeper || !t.limits.any() {
+        if !t.sweeper {
             return Ok(None);
         }
         self.sweep_tier(t).await.map(Some)
