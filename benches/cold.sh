@@ -18,29 +18,14 @@ cd "$(dirname "$0")/.."
 MIB=${1:-512}
 ROUNDS=${2:-3}
 IMAGES=${3:-30}
-bin=${ENTREPOT_BIN:-target/release/entrepot}
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
+. benches/lib.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-reg=127.0.0.1:$(port)
-printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: %s\n' "$work" "$reg" >"$work/reg.yml"
-docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 &
-pids+=($!)
-reg_pid=$!
-wait_up "$reg"
+start_registry
 head -c $((MIB << 20)) /dev/urandom >"$work/blob"
-digest="sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)"
 bytes=$(stat -c %s "$work/blob")
-loc=$(curl -fsi -X POST "http://$reg/v2/bench/cold/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-case "$loc" in http*) ;; *) loc="http://$reg$loc" ;; esac
-curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$work/blob" "$loc&digest=$digest" >/dev/null
+digest=$(push_file "$work/blob" bench/cold)
 rm "$work/blob"
 direct="http://$reg/v2/bench/cold/blobs/$digest"
 curl -fs -o /dev/null "$direct" # the registry's page cache is warm for both sides
@@ -64,7 +49,7 @@ start_entrepot() {
   "$bin" serve --config "$work/$1.toml" 2>"$work/$1.log" &
   epid=$!
   pids+=("$epid")
-  wait_up "$addr"
+  wait_up "http://$addr/v2/"
 }
 stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }
 
@@ -86,7 +71,6 @@ for r in $(seq "$ROUNDS"); do
   ratios+=("$ratio"); nspb+=("$ns")
   echo "| $r | $up_s | $ep_s | ${ratio}× | $cpu | $ns |"
 done
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
 
 [ "$IMAGES" -gt 0 ] || exit 0

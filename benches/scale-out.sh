@@ -19,28 +19,13 @@ cd "$(dirname "$0")/.."
 MIB=${1:-256}
 ROUNDS=${2:-3}
 IMAGES=${3:-30}
-bin=${ENTREPOT_BIN:-target/release/entrepot}
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs -o /dev/null "$1" && return; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+. benches/lib.sh
 
 # --- the upstream, with one random blob
-reg=127.0.0.1:$(port)
-printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: %s\n' "$work" "$reg" >"$work/reg.yml"
-docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 &
-pids+=($!)
-wait_up "http://$reg/v2/"
+start_registry
 head -c $((MIB << 20)) /dev/urandom >"$work/blob"
-hex=$(sha256sum "$work/blob" | cut -d' ' -f1)
 bytes=$(stat -c %s "$work/blob")
-loc=$(curl -fsi -X POST "http://$reg/v2/bench/shared/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-case "$loc" in http*) ;; *) loc="http://$reg$loc" ;; esac
-curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$work/blob" "$loc&digest=sha256:$hex" >/dev/null
+hex=$(push_file "$work/blob" bench/shared | cut -d: -f2)
 rm "$work/blob"
 
 # --- one Garage node, a bucket and a key

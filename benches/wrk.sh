@@ -20,34 +20,15 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-8}
 SECS_1000=${3:-30}
-bin=${ENTREPOT_BIN:-target/release/entrepot}
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+. benches/lib.sh
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 lua=$PWD/benches/wrk.lua
-work=$(mktemp -d)
 chmod 755 "$work" # nginx's workers run unprivileged
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs -o /dev/null "$1" && return; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 # --- the upstream: an image bench/app:v1, a warm 1 MiB blob, a 512 MiB blob, 4 cold blobs
-reg=127.0.0.1:$(port)
-printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: %s\n' "$work" "$reg" >"$work/reg.yml"
-docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 &
-pids+=($!)
-wait_up "http://$reg/v2/"
-push_blob() { # file -> "digest size"
-  local digest loc
-  digest="sha256:$(sha256sum "$1" | cut -d' ' -f1)"
-  loc=$(curl -fsi -X POST "http://$reg/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-  case "$loc" in http*) ;; *) loc="http://$reg$loc" ;; esac
-  curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" "$loc&digest=$digest" >/dev/null
-  echo "$digest $(stat -c %s "$1")"
-}
+start_registry
+push_blob() { echo "$(push_file "$1" bench/app) $(stat -c %s "$1")"; } # file -> "digest size"
 mkdir -p "$work/www"
 echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$work/config.json"
 head -c $((1 << 20)) /dev/urandom >"$work/www/warm.bin"
