@@ -92,7 +92,7 @@ impl Puller {
         let m = answer.manifest;
         let parsed = manifest::parse(&m.bytes, Some(&m.media_type)).map_err(Error::internal)?;
         Ok(Pulled {
-            digest: m.digest,
+            digest: m.digest.clone(),
             parsed,
         })
     }

@@ -8,9 +8,10 @@
 //! to that request is remembered for `negative_ttl`. A client with a narrower `Accept` gets
 //! what the upstream would answer it (`negotiate`), and never changes what others get.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use http::HeaderValue;
 
 use super::links::Content;
 use super::{Cache, Outcome, Target};
@@ -23,23 +24,59 @@ use crate::store::index::{linked, ManifestRecord, TagRecord};
 use crate::sync::Locked;
 use crate::upstream::{ManifestBody, Origin};
 
-#[derive(Debug, Clone)]
+/// A manifest as the cache holds it: shared (`Arc`) between the memory map of hot
+/// manifests and every answer, never copied.
+#[derive(Debug)]
 pub struct Manifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    headers: OnceLock<ManifestHeaders>,
+}
+
+/// The response headers that name a manifest, rendered on its first answer and reused by
+/// every later one: a hot manifest is served tens of thousands of times a second, each
+/// time with the same values.
+#[derive(Debug)]
+pub struct ManifestHeaders {
+    /// `None` when the media type cannot be a header value (the upstream's, kept as sent).
+    pub content_type: Option<HeaderValue>,
+    pub digest: HeaderValue,
+    pub etag: HeaderValue,
+}
+
+impl Manifest {
+    pub fn new(digest: Digest, media_type: String, bytes: Bytes) -> Manifest {
+        Manifest {
+            digest,
+            media_type,
+            bytes,
+            headers: OnceLock::new(),
+        }
+    }
+
+    pub fn headers(&self) -> &ManifestHeaders {
+        self.headers.get_or_init(|| {
+            let digest = self.digest.to_string();
+            ManifestHeaders {
+                content_type: HeaderValue::from_str(&self.media_type).ok(),
+                etag: HeaderValue::try_from(format!("\"{digest}\"")).expect("a digest is ASCII"),
+                digest: HeaderValue::try_from(digest).expect("a digest is ASCII"),
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ManifestAnswer {
-    pub manifest: Manifest,
+    pub manifest: Arc<Manifest>,
     pub outcome: Outcome,
     /// A `Warning` header value when a stale tag is served.
     pub warning: Option<String>,
 }
 
 impl ManifestAnswer {
-    fn new(manifest: Manifest, outcome: Outcome) -> ManifestAnswer {
+    fn new(manifest: Arc<Manifest>, outcome: Outcome) -> ManifestAnswer {
         ManifestAnswer {
             manifest,
             outcome,
@@ -52,7 +89,7 @@ impl Cache {
     /// A cached manifest: from memory when it was served lately, else from the index,
     /// checked against its digest (a manifest that no longer matches is quarantined and
     /// fetched again).
-    fn cached_manifest(&self, d: &Digest) -> Result<Option<Manifest>> {
+    fn cached_manifest(&self, d: &Digest) -> Result<Option<Arc<Manifest>>> {
         if let Some(m) = self.tags.hot.get(d) {
             return Ok(Some(m));
         }
@@ -63,11 +100,7 @@ impl Cache {
             self.quarantine_manifest(d, found, &bytes)?;
             return Ok(None);
         }
-        let m = Manifest {
-            digest: d.clone(),
-            media_type: rec.media_type,
-            bytes,
-        };
+        let m = Arc::new(Manifest::new(d.clone(), rec.media_type, bytes));
         self.tags.hot.put(m.clone());
         Ok(Some(m))
     }
@@ -242,7 +275,7 @@ impl Cache {
 
     /// The manifest a tag resolves to, if resolved for this class within `tag_ttl` (or at
     /// all, offline) and cached.
-    fn fresh_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Manifest>> {
+    fn fresh_tag(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<Arc<Manifest>>> {
         let Some(record) = self.store.index.tag(t.upstream.name(), &t.repo, tag, &class.key())? else {
             return Ok(None);
         };
@@ -259,7 +292,7 @@ impl Cache {
     }
 
     /// The record's manifest, if there is a record and its manifest is cached.
-    fn cached_tag(&self, record: Option<TagRecord>) -> Result<Option<(TagRecord, Manifest)>> {
+    fn cached_tag(&self, record: Option<TagRecord>) -> Result<Option<(TagRecord, Arc<Manifest>)>> {
         match record {
             Some(r) => Ok(self.cached_manifest(&r.digest)?.map(|m| (r, m))),
             None => Ok(None),
@@ -269,7 +302,12 @@ impl Cache {
     /// The tag as known under another Accept class (pulled by another client, or imported),
     /// when its media type is one `class` accepts: what to serve when the upstream cannot
     /// resolve the tag for this class.
-    fn cached_tag_any_class(&self, t: &Target, tag: &str, class: AcceptClass) -> Result<Option<(TagRecord, Manifest)>> {
+    fn cached_tag_any_class(
+        &self,
+        t: &Target,
+        tag: &str,
+        class: AcceptClass,
+    ) -> Result<Option<(TagRecord, Arc<Manifest>)>> {
         let best = (self
             .store
             .index
@@ -287,7 +325,7 @@ impl Cache {
         t: &Target,
         tag: &str,
         record: TagRecord,
-        cached: Manifest,
+        cached: Arc<Manifest>,
         e: Error,
     ) -> Result<ManifestAnswer> {
         let stale_for = self.clock.now_ms().saturating_sub(record.validated_at);
@@ -400,7 +438,7 @@ impl Cache {
         reference: &str,
         class: AcceptClass,
         expected: Option<&Digest>,
-    ) -> Result<Manifest> {
+    ) -> Result<Arc<Manifest>> {
         let up = &t.upstream;
         let limit = self.settings.max_manifest_size;
         let ManifestBody { head, bytes, origin } = up
@@ -450,11 +488,7 @@ impl Cache {
             let references = parsed.references().map(|r| r.digest.clone()).collect();
             self.share_manifest(t, tag, &digest, references, &parsed.media_type, &bytes);
         }
-        Ok(Manifest {
-            digest,
-            media_type: parsed.media_type,
-            bytes,
-        })
+        Ok(Arc::new(Manifest::new(digest, parsed.media_type, bytes)))
     }
 }
 

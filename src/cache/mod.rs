@@ -519,16 +519,16 @@ impl Cache {
 /// Recently served manifests by digest, up to `HOT_BYTES` of them. Digests are immutable,
 /// so an entry is never stale; eviction by retention clears the map.
 #[derive(Default)]
-struct HotManifests(Mutex<(HashMap<Digest, Manifest>, usize)>);
+struct HotManifests(Mutex<(HashMap<Digest, Arc<Manifest>>, usize)>);
 
 const HOT_BYTES: usize = 32 << 20;
 
 impl HotManifests {
-    fn get(&self, d: &Digest) -> Option<Manifest> {
+    fn get(&self, d: &Digest) -> Option<Arc<Manifest>> {
         self.0.locked().0.get(d).cloned()
     }
 
-    fn put(&self, m: Manifest) {
+    fn put(&self, m: Arc<Manifest>) {
         let mut guard = self.0.locked();
         let (map, bytes) = &mut *guard;
         if *bytes + m.bytes.len() > HOT_BYTES {

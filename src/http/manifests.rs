@@ -36,17 +36,14 @@ pub async fn get(app: &Arc<App>, t: &Target, reference: &str, req: &HeaderMap, h
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
+    let named = m.headers();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&m.media_type) {
-        h.insert(header::CONTENT_TYPE, v);
+    if let Some(v) = &named.content_type {
+        h.insert(header::CONTENT_TYPE, v.clone());
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&m.digest.to_string()) {
-        h.insert(CONTENT_DIGEST, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.digest)) {
-        h.insert(header::ETAG, v);
-    }
+    h.insert(CONTENT_DIGEST, named.digest.clone());
+    h.insert(header::ETAG, named.etag.clone());
     if let Some(w) = answer.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
         h.insert(header::WARNING, w);
     }

@@ -739,9 +739,15 @@ impl MetaStore for Index {
 
     fn touch(&self, d: &Digest) {
         let mut map = self.access.locked();
-        let e = map.entry(d.clone()).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = now_ms();
+        // Looked up before inserting: a hot digest is touched on every request, and the
+        // entry API would copy the digest each time.
+        let now = now_ms();
+        match map.get_mut(d) {
+            Some(e) => *e = (e.0 + 1, now),
+            None => {
+                map.insert(d.clone(), (1, now));
+            }
+        }
     }
 
     fn flush_access(&self) -> Result<()> {
