@@ -94,7 +94,7 @@ impl Cache {
             tag,
             context,
             ..
-        } = self.judge(t, tag, m, None).await?;
+        } = Box::pin(self.judge(t, tag, m, None)).await?;
         let index = &self.store.index;
         let up = t.upstream.name();
         if let Verdict::Deny(_) = decision.verdict {

@@ -33,6 +33,12 @@ impl Cache {
         if self.settings.offline {
             return Ok(false);
         }
+        // Boxed: the hit above is every cached pull's path; its future stays small.
+        Box::pin(self.ask_elsewhere(t, d, what)).await
+    }
+
+    /// The shared tier's links, then the upstream, one question per repository and digest.
+    async fn ask_elsewhere(self: &Arc<Self>, t: &Target, d: &Digest, what: Content) -> Result<bool> {
         if self.shared_link(t, d, what).await? {
             return Ok(true);
         }

@@ -155,7 +155,9 @@ impl Cache {
     ) -> Result<ManifestAnswer> {
         match self.fresh_tag(t, tag, class)? {
             Some(m) => Ok(ManifestAnswer::new(m, Outcome::Hit)),
-            None => self.resolve_tag_once(t, tag, class).await,
+            // Boxed, as every miss below a hit: a hit's future stays small (hyper moves it
+            // with each request) instead of carrying an upstream fetch's state inline.
+            None => Box::pin(self.resolve_tag_once(t, tag, class)).await,
         }
     }
 
@@ -172,16 +174,13 @@ impl Cache {
         }
         let key = format!("m\0{}\0{}\0{d}", t.upstream.name(), t.repo);
         let (this, t2, d2) = (self.clone(), t.clone(), d.clone());
-        let (result, joined) = self
-            .tags
-            .manifests
-            .run(key, async move {
-                let m = this
-                    .fetch_manifest(&t2, &d2.to_string(), AcceptClass::ALL, Some(&d2))
-                    .await?;
-                Ok(ManifestAnswer::new(m, Outcome::Miss))
-            })
-            .await;
+        let fetch = self.tags.manifests.run(key, async move {
+            let m = this
+                .fetch_manifest(&t2, &d2.to_string(), AcceptClass::ALL, Some(&d2))
+                .await?;
+            Ok(ManifestAnswer::new(m, Outcome::Miss))
+        });
+        let (result, joined) = Box::pin(fetch).await;
         result.map(|a| ManifestAnswer {
             outcome: a.outcome.joined(joined),
             ..a

@@ -26,7 +26,7 @@
 //! names cannot contain NUL). Access times and hit counts are gathered in memory and written
 //! in batches, so a cache hit costs no index write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -159,6 +159,9 @@ pub struct Index {
     /// read and write of a tag goes through this lock (a miss reads the tree under it), so
     /// the copy is never older than the tree.
     tag_cache: Mutex<HashMap<Vec<u8>, TagRecord>>,
+    /// Links read from the tree, by key: every cached pull by digest checks one. A link is
+    /// never removed, so the copy cannot say yes where the tree says no.
+    link_cache: Mutex<HashSet<Vec<u8>>>,
     /// Bumped when a tag or manifest record appears or goes: the repositories the index
     /// holds may have changed. Lets the catalog be recomputed only then.
     names_changed: std::sync::atomic::AtomicU64,
@@ -166,9 +169,21 @@ pub struct Index {
 
 /// Tag records kept in memory at most (~200 bytes each); past it the copy starts over.
 const TAG_CACHE_ENTRIES: usize = 100_000;
+/// Links kept in memory at most (~150 bytes each); past it the copy starts over.
+const LINK_CACHE_ENTRIES: usize = 100_000;
 
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
+}
+
+/// `key(&[upstream, repo, &d.to_string()])`, without the digest's own string.
+fn link_key(upstream: &str, repo: &str, d: &Digest) -> Vec<u8> {
+    let (alg, hex) = (d.algorithm().name(), d.hex());
+    let mut k = Vec::with_capacity(upstream.len() + repo.len() + alg.len() + hex.len() + 3);
+    for part in [upstream, "\0", repo, "\0", alg, ":", hex] {
+        k.extend_from_slice(part.as_bytes());
+    }
+    k
 }
 
 /// A manifest and what it references, to link together.
@@ -245,6 +260,7 @@ impl Index {
             signatures: db.open_tree("signatures")?,
             access: Mutex::new(HashMap::new()),
             tag_cache: Mutex::new(HashMap::new()),
+            link_cache: Mutex::new(HashSet::new()),
             names_changed: std::sync::atomic::AtomicU64::new(0),
             db,
         };
@@ -321,7 +337,7 @@ pub trait MetaStore: Send + Sync {
     fn remove_manifest(&self, d: &Digest) -> Result<()>;
 
     /// Removes every tag record that resolved to one of `gone`, in one pass. Returns how many.
-    fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize>;
+    fn remove_tags_resolving_to(&self, gone: &HashSet<Digest>) -> Result<usize>;
 
     // === policy facts ===
     fn context(&self, upstream: &str, repo: &str, d: &Digest) -> Result<Option<Context>>;
@@ -528,7 +544,7 @@ impl MetaStore for Index {
         Ok(())
     }
 
-    fn remove_tags_resolving_to(&self, gone: &std::collections::HashSet<Digest>) -> Result<usize> {
+    fn remove_tags_resolving_to(&self, gone: &HashSet<Digest>) -> Result<usize> {
         let mut n = 0;
         let mut cache = self.tag_cache.locked();
         for kv in self.tags.iter() {
@@ -598,12 +614,24 @@ impl MetaStore for Index {
     // === links ===
 
     fn is_linked(&self, upstream: &str, repo: &str, d: &Digest) -> Result<bool> {
-        Ok(self.links.contains_key(key(&[upstream, repo, &d.to_string()]))?)
+        let k = link_key(upstream, repo, d);
+        if self.link_cache.locked().contains(&k) {
+            return Ok(true);
+        }
+        let linked = self.links.contains_key(&k)?;
+        if linked {
+            let mut cache = self.link_cache.locked();
+            if cache.len() >= LINK_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(k);
+        }
+        Ok(linked)
     }
 
     fn link(&self, upstream: &str, repo: &str, digests: &[&Digest]) -> Result<()> {
         for d in digests {
-            let k = key(&[upstream, repo, &d.to_string()]);
+            let k = link_key(upstream, repo, d);
             if !self.links.contains_key(&k)? {
                 self.links.insert(k, &[])?;
             }
@@ -919,5 +947,18 @@ mod tests {
         let idx = Index::open(&path).unwrap();
         assert!(idx.is_linked("u", "team/a", &layer).unwrap(), "derived at open");
         assert!(!idx.is_linked("u", "team/b", &layer).unwrap());
+    }
+
+    #[test]
+    fn links_written_by_earlier_versions_are_found_and_then_answered_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let d = Digest::sha256_of(b"m");
+        idx.links.insert(key(&["u", "team/a", &d.to_string()]), &[]).unwrap();
+        assert!(!idx.is_linked("u", "team/b", &d).unwrap());
+        assert!(idx.link_cache.locked().is_empty(), "a missing link is not remembered");
+        assert!(idx.is_linked("u", "team/a", &d).unwrap());
+        assert_eq!(idx.link_cache.locked().len(), 1);
+        assert!(idx.is_linked("u", "team/a", &d).unwrap());
     }
 }
