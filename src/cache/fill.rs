@@ -9,7 +9,8 @@
 //!
 //! The bytes are copied once in user space's sight: by the kernel into hyper's read
 //! buffer. The frames hyper cuts from it travel as they are (shared `Bytes`) to the
-//! writer, the hasher and the followers' sockets.
+//! writer and the hasher; followers on plain HTTP/1 send them from the ingest file's pages
+//! (`sendfile`), the others from the batches in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,12 @@ impl Recent {
     /// The bytes at `pos`, up to `limit`, when a recent batch holds them (see [`Batch::slice`]).
     pub fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
         self.0.iter().flatten().find_map(|b| b.slice(pos, limit))
+    }
+
+    /// Whether byte `pos` was written with the recent batches or after them: written that
+    /// lately, its page is still in the page cache.
+    pub fn covers(&self, pos: u64) -> bool {
+        self.0.iter().flatten().any(|b| b.at <= pos)
     }
 }
 

@@ -1,8 +1,10 @@
 //! Streaming blob bytes to a client: from a committed file, or from a fill in progress by
-//! following its published progress (from the batch in memory while it keeps up, from the
-//! file when it falls behind). Each response has its own reader task and a channel
-//! of two chunks, so a transfer holds at most a few hundred KiB whatever the blob size.
+//! following its published progress: as ranges of the ingest file where the response can
+//! send them with `sendfile` (plain HTTP/1), else from the batch in memory while it keeps
+//! up and from the file when it falls behind. Each response has its own reader task and a
+//! channel of two chunks, so a transfer holds at most a few MiB whatever the blob size.
 
+use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -12,16 +14,37 @@ use tokio::sync::mpsc;
 use super::fill::{Fill, Phase};
 use super::sweep::Serving;
 use crate::store::blobs::BlobReader;
+use crate::store::pages;
 
 /// A blob's bytes for one client, fed by its reader task through a bounded channel. An
 /// `Err` item ends the transfer short: whoever sends it on must abort, never end cleanly.
 pub struct Chunks {
-    pub rx: mpsc::Receiver<io::Result<Bytes>>,
+    pub rx: mpsc::Receiver<io::Result<Piece>>,
     /// The exact length, when known.
     pub len: Option<u64>,
 }
 
-fn chunks(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, Chunks) {
+/// One step of a transfer: bytes, or (for a response that can send from a file) a range
+/// of the fill's ingest file whose pages were just written, sent by the kernel without
+/// passing through user space again.
+pub enum Piece {
+    Bytes(Bytes),
+    File { file: Arc<File>, pos: u64, len: usize },
+}
+
+impl Piece {
+    pub fn size(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::File { len, .. } => *len,
+        }
+    }
+}
+
+/// The most a file piece spans: one `sendfile` frame of the HTTP layer at most.
+pub const FILE_PIECE: usize = 1 << 20;
+
+fn chunks(len: Option<u64>) -> (mpsc::Sender<io::Result<Piece>>, Chunks) {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     (tx, Chunks { rx, len })
 }
@@ -47,7 +70,7 @@ pub fn committed(blob: BlobReader, start: u64, len: u64, serving: Serving) -> Ch
                 pos += c.len() as u64;
                 serving.sent(c.len(), true);
             }
-            if tx.send(chunk).await.is_err() || failed {
+            if tx.send(chunk.map(Piece::Bytes)).await.is_err() || failed {
                 return;
             }
         }
@@ -69,10 +92,21 @@ async fn read_at(blob: &BlobReader, pos: u64, want: usize) -> io::Result<Bytes> 
 /// Until the fill is verified, the last byte written is held back: a client
 /// reading the whole blob can only reach a clean end of body after verification, and a
 /// failed fill ends every follower's body with an error.
-pub fn following(fill: Arc<Fill>, start: u64, end: Option<u64>, len: Option<u64>, serving: Serving) -> Chunks {
+///
+/// With `zero_copy` (the response can send from a file), bytes written lately go as
+/// ranges of the ingest file: their pages are in the page cache, and the copy into the
+/// socket is the kernel's.
+pub fn following(
+    fill: Arc<Fill>,
+    start: u64,
+    end: Option<u64>,
+    len: Option<u64>,
+    serving: Serving,
+    zero_copy: bool,
+) -> Chunks {
     let (tx, body) = chunks(len);
     tokio::spawn(async move {
-        if let Err(e) = follow(&tx, &fill, start, end, &serving).await {
+        if let Err(e) = follow(&tx, &fill, start, end, &serving, zero_copy).await {
             tracing::debug!(digest = %fill.digest, error = %e, "follower aborted");
             let _ = tx.send(Err(e)).await;
         }
@@ -81,11 +115,12 @@ pub fn following(fill: Arc<Fill>, start: u64, end: Option<u64>, len: Option<u64>
 }
 
 async fn follow(
-    tx: &mpsc::Sender<io::Result<Bytes>>,
+    tx: &mpsc::Sender<io::Result<Piece>>,
     fill: &Fill,
     start: u64,
     end: Option<u64>,
     serving: &Serving,
+    zero_copy: bool,
 ) -> io::Result<()> {
     let mut rx = fill.subscribe();
     let mut pos = start;
@@ -106,17 +141,28 @@ async fn follow(
             state.written.saturating_sub(1)
         };
         let target = stop.map_or(readable, |s| s.min(readable));
-        let recent = state.recent.slice(pos, target);
         if let Some(blob) = state.reader.as_ref().filter(|_| pos < target) {
-            let chunk = match recent {
-                Some(bytes) => bytes,
-                None => {
+            let chunk = match (blob.file().filter(|_| zero_copy), state.recent.slice(pos, target)) {
+                (Some(file), _) => {
+                    let len = FILE_PIECE.min(usize::try_from(target - pos).unwrap_or(FILE_PIECE));
+                    // Bytes written with the recent batches are in the page cache; older
+                    // ones almost always, but a follower far behind may find them gone.
+                    if !state.recent.covers(pos) && !pages::resident(&file, pos, len) {
+                        let f = file.clone();
+                        tokio::task::spawn_blocking(move || pages::warm(&f, pos, len))
+                            .await
+                            .map_err(io::Error::other)??;
+                    }
+                    Piece::File { file, pos, len }
+                }
+                (None, Some(bytes)) => Piece::Bytes(bytes),
+                (None, None) => {
                     let want = FOLLOW_CHUNK.min(usize::try_from(target - pos).unwrap_or(FOLLOW_CHUNK));
-                    read_at(blob, pos, want).await?
+                    Piece::Bytes(read_at(blob, pos, want).await?)
                 }
             };
-            pos += chunk.len() as u64;
-            serving.sent(chunk.len(), false);
+            pos += chunk.size() as u64;
+            serving.sent(chunk.size(), false);
             if tx.send(Ok(chunk)).await.is_err() {
                 return Ok(());
             }

@@ -54,9 +54,12 @@ pub async fn get(
                 len.unwrap_or(0),
                 serving,
             )),
-            _ => follow::committed(blob, start, len.unwrap_or(0), serving).into(),
+            _ => Body::blob(follow::committed(blob, start, len.unwrap_or(0), serving), None),
         },
-        BlobSource::Filling { fill, .. } => follow::following(fill, start, len.map(|l| start + l), len, serving).into(),
+        BlobSource::Filling { fill, .. } => Body::blob(
+            follow::following(fill, start, len.map(|l| start + l), len, serving, zero_copy.is_some()),
+            zero_copy.cloned(),
+        ),
     };
     Ok(respond(status, &d, len, content_range, body, outcome))
 }

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::cache::sweep::Serving;
+use crate::store::pages;
 use crate::sync::Locked;
 
 /// The largest frame a file body yields, and so the most one `sendfile` call is asked to
@@ -211,9 +212,9 @@ impl FileBody {
         if len == 0 {
             return Poll::Ready(None);
         }
-        if self.warming.is_none() && !cached(&self.file, self.pos, len) {
+        if self.warming.is_none() && !pages::resident(&self.file, self.pos, len) {
             let (file, pos) = (self.file.clone(), self.pos);
-            self.warming = Some(tokio::task::spawn_blocking(move || warm(&file, pos, len)));
+            self.warming = Some(tokio::task::spawn_blocking(move || pages::warm(&file, pos, len)));
         }
         if let Some(warming) = self.warming.as_mut() {
             let warmed = ready!(Pin::new(warming).poll(cx));
@@ -222,57 +223,28 @@ impl FileBody {
                 return Poll::Ready(Some(Err(e)));
             }
         }
-        self.queue.push(Range {
-            file: self.file.clone(),
-            pos: self.pos,
-            len,
-            sent: 0,
-        });
+        let frame = placeholder(&self.queue, self.file.clone(), self.pos, len);
         self.pos += len as u64;
         self.read_ahead(self.pos);
         self.serving.sent(len, true);
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&PLACEHOLDER[..len])))))
+        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 }
 
-/// Where `cached` looks: every 256 KiB of a frame, and its last byte.
-const PROBE_EVERY: usize = 256 * 1024;
-
-/// Whether a frame is in the page cache: `preadv2(RWF_NOWAIT)` reads only cached bytes, so
-/// a byte read from each stretch of the frame says its pages are there. Where the flag is
-/// not supported every frame counts as uncached (and is read on the blocking pool).
-fn cached(file: &File, pos: u64, len: usize) -> bool {
-    let probe = |at: u64| {
-        let mut byte = [0u8; 1];
-        let read = rustix::io::preadv2(
-            file,
-            &mut [io::IoSliceMut::new(&mut byte)],
-            at,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        matches!(read, Ok(1))
-    };
-    (0..len)
-        .step_by(PROBE_EVERY)
-        .chain([len - 1])
-        .all(|offset| probe(pos + offset as u64))
+/// Queues `len` bytes of `file` from `pos` (pages in the page cache: `sendfile` runs on an
+/// async worker) and gives the placeholder frame that stands for them.
+pub fn placeholder(queue: &Queue, file: Arc<File>, pos: u64, len: usize) -> Bytes {
+    queue.push(Range {
+        file,
+        pos,
+        len,
+        sent: 0,
+    });
+    Bytes::from_static(&PLACEHOLDER[..len])
 }
 
-/// Reads a frame into the page cache, discarding the bytes. Blocking.
-fn warm(file: &File, pos: u64, len: usize) -> io::Result<()> {
-    let mut scratch = vec![0u8; PROBE_EVERY];
-    let end = pos + len as u64;
-    let mut at = pos;
-    while at < end {
-        let want = usize::try_from(end - at).unwrap_or(PROBE_EVERY).min(PROBE_EVERY);
-        let n = std::os::unix::fs::FileExt::read_at(file, &mut scratch[..want], at)?;
-        if n == 0 {
-            return Err(crate::store::blobs::truncated());
-        }
-        at += n as u64;
-    }
-    Ok(())
-}
+// A follower's file piece fits one placeholder frame.
+const _: () = assert!(crate::cache::follow::FILE_PIECE <= FRAME);
 
 #[cfg(test)]
 mod tests {
@@ -351,32 +323,6 @@ mod tests {
         server.queue().push(range);
         let err = server.write_all(slice).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
-    }
-
-    #[test]
-    fn the_page_cache_probe_and_the_warming_read() {
-        let content: Vec<u8> = (0..FRAME + 5).map(|i| (i % 241) as u8).collect();
-        let file = file_with(&content);
-        file.sync_all().unwrap();
-        let mut read_back = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut read_back).unwrap();
-        assert!(cached(&file, 0, FRAME), "bytes just read are in the page cache");
-        // Dropped from the page cache (clean pages, on a disk file system), the frame is
-        // read back by `warm`, after which it is cached again.
-        // The advice is only advice: a page under writeback or locked by a reader at that
-        // moment stays, so ask again a few times.
-        let dropped = (0..50).any(|_| {
-            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            !cached(&file, 0, FRAME) || {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                false
-            }
-        });
-        assert!(dropped, "dropped pages are not cached");
-        warm(&file, 0, FRAME).unwrap();
-        assert!(cached(&file, 0, FRAME));
-        let err = warm(&file, FRAME as u64, 100).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     /// A file body sends the file's bytes whether its frames were cached or had to be read

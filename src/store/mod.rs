@@ -6,6 +6,7 @@
 pub mod blobs;
 pub mod content;
 pub mod index;
+pub mod pages;
 pub mod shared;
 
 use std::path::Path;
