@@ -5,9 +5,12 @@
 # Reports wall time both ways, their ratio, and entrepot's CPU time per byte of the fill
 # (utime + stime from /proc, which does not count time spent waiting for a core).
 #
-#   cargo build --release && benches/cold.sh [MiB] [rounds] [images]
-#                                   # defaults: 512 MiB, 3 rounds, 30 images
+#   cargo build --release && benches/cold.sh [MiB] [rounds] [images] [herd]
+#                                   # defaults: 512 MiB, 3 rounds, 30 images, a herd of 8
 #
+# Then a herd: that many clients (curl) asking a fresh entrepot for the same cold blob at
+# once (one fill, followed by all), against the same clients straight from the upstream:
+# wall time both ways, and entrepot's CPU per byte served.
 # Then a cold pull of whole images (3 layers of 6 MB each, 30 images: 540 MB), by a client
 # that hashes every byte as a runtime does (benches/pull.py, 4 threads), straight from the
 # upstream against through a fresh entrepot: the first pull at an edge site.
@@ -18,6 +21,7 @@ cd "$(dirname "$0")/.."
 MIB=${1:-512}
 ROUNDS=${2:-3}
 IMAGES=${3:-30}
+HERD=${4:-8}
 . benches/lib.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -72,6 +76,40 @@ for r in $(seq "$ROUNDS"); do
   echo "| $r | $up_s | $ep_s | ${ratio}× | $cpu | $ns |"
 done
 echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
+
+# wall seconds of $HERD concurrent curl GETs of one URL
+herd_get() {
+  local t0 t1 cp=()
+  t0=$(date +%s%N)
+  for _ in $(seq "$HERD"); do
+    curl -fs -o /dev/null "$1" &
+    cp+=($!)
+  done
+  for p in "${cp[@]}"; do wait "$p" || { echo "a herd GET failed" >&2; exit 1; }; done
+  t1=$(date +%s%N)
+  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+}
+if [ "$HERD" -gt 0 ]; then
+  echo
+  echo "a herd of $HERD clients on the same cold $MIB MiB blob: straight from docker-registry vs through a fresh entrepot"
+  echo "| round | upstream s | entrepot s | time ratio (upstream / entrepot) | entrepot CPU s | ns per byte served |"
+  echo "|---|---|---|---|---|---|"
+  hr=(); hn=()
+  for r in $(seq "$ROUNDS"); do
+    up_s=$(herd_get "$direct")
+    start_entrepot "h$r"
+    t0=$(ticks "$epid")
+    ep_s=$(herd_get "http://$addr/v2/bench.local/bench/cold/blobs/$digest")
+    sleep 0.5
+    t1=$(ticks "$epid")
+    stop_entrepot "h$r"
+    ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
+    ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / ($bytes * $HERD)" | bc)
+    hr+=("$ratio"); hn+=("$ns")
+    echo "| $r | $up_s | $ep_s | ${ratio}× | $(echo "scale=2; ($t1 - $t0) / $hz" | bc) | $ns |"
+  done
+  echo "median: the herd through entrepot at $(median "${hr[@]}")× the upstream's speed; $(median "${hn[@]}") ns of entrepot CPU per byte served"
+fi
 
 [ "$IMAGES" -gt 0 ] || exit 0
 python3 benches/pull.py push "$reg" "$IMAGES" 3 6000000
