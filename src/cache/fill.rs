@@ -117,9 +117,6 @@ pub struct FillState {
     /// The bytes written so far, to read, once the upstream has answered: valid through
     /// the commit.
     pub reader: Option<BlobReader>,
-    /// Every byte is written and matches the digest: followers may finish before the fsync
-    /// and rename that make it `Committed`.
-    pub verified: bool,
     /// The batches written last: a follower that keeps up reads them here, not from the file.
     pub recent: Recent,
 }
@@ -225,7 +222,6 @@ impl Cache {
             total: None,
             written: 0,
             reader: None,
-            verified: false,
             recent: Recent::default(),
         };
         let fill = Arc::new(Fill {
@@ -317,7 +313,6 @@ impl Cache {
                 detail,
             });
         }
-        fill.publish(|s| s.verified = true);
         let size = tokio::task::spawn_blocking(move || ingest.commit())
             .await
             .map_err(Error::internal)??;

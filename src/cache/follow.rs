@@ -89,9 +89,10 @@ async fn read_at(blob: &BlobReader, pos: u64, want: usize) -> io::Result<Bytes> 
 /// Streams bytes `start..end` (or to the end of the blob) of a fill in progress, through
 /// the reader the fill publishes (valid through its commit: no file is looked up by name).
 ///
-/// Until the fill is verified, the last byte written is held back: a client
-/// reading the whole blob can only reach a clean end of body after verification, and a
-/// failed fill ends every follower's body with an error.
+/// Until the fill is committed, the last byte written is held back: a client reading the
+/// whole blob reaches a clean end of body only once the blob is verified and stored (a
+/// pull that completed is in the cache), and a failed fill ends every follower's body with
+/// an error.
 ///
 /// With `zero_copy` (the response can send from a file), bytes written lately go as
 /// ranges of the ingest file: their pages are in the page cache, and the copy into the
