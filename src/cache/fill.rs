@@ -14,7 +14,8 @@
 //! more than the copy (14% of a fill's CPU against 6%). Followers on plain HTTP/1 send the
 //! ingest file's pages (`sendfile`), the others the batches in memory.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -90,41 +91,43 @@ impl Batch {
     }
 }
 
-/// The buffers batches are gathered in, reused once every holder (the writer, the hasher,
-/// the recent batches, followers reading them) has let go. hyper's frames are copied in
-/// and dropped at once, so hyper reads into the same buffer again: fresh buffers on both
-/// sides cost a page fault per 4 KiB, which measured more than the copy.
+/// The buffers batches are gathered in, shared by all fills and reused once every holder
+/// (the writer, the hasher, the recent batches, followers reading them) has let go. hyper's
+/// frames are copied in and dropped at once, so hyper reads into the same buffer again:
+/// fresh buffers on either side fault their pages in, which measured more than the copy.
 #[derive(Default)]
-struct Buffers {
-    /// Batches passed on, oldest first: `KEPT_BUFFERS` at most.
-    passed: std::collections::VecDeque<Bytes>,
-}
+pub struct Buffers(Mutex<VecDeque<Bytes>>);
 
-/// Buffers a fill keeps for reuse: enough for the batches in flight to the writer and the
-/// hasher, the recent ones, and one being gathered.
-const KEPT_BUFFERS: usize = WRITE_QUEUE + RECENT_BATCHES + 2;
+/// Buffers kept for reuse (16 MiB): enough for a few concurrent fills, each with batches in
+/// flight to the writer and the hasher, two recent ones and one being gathered. More fills
+/// at once allocate more, which are freed as they go.
+const KEPT_BUFFERS: usize = 16;
 
 impl Buffers {
-    /// An empty buffer of `BATCH_BYTES`: the oldest one passed on if nobody holds it any
-    /// more, else a new one.
-    fn take(&mut self) -> BytesMut {
-        if let Some(oldest) = self.passed.pop_front() {
+    /// An empty buffer of `BATCH_BYTES`: one passed on before that nobody holds any more,
+    /// else a new one.
+    fn take(&self) -> BytesMut {
+        let mut passed = self.0.locked();
+        for _ in 0..passed.len() {
+            let Some(oldest) = passed.pop_front() else { break };
             match oldest.try_into_mut() {
                 Ok(mut reused) => {
                     reused.clear();
                     return reused;
                 }
-                Err(held) if self.passed.len() + 1 < KEPT_BUFFERS => self.passed.push_front(held),
-                Err(_) => {}
+                Err(held) => passed.push_back(held),
             }
+        }
+        if passed.len() >= KEPT_BUFFERS {
+            passed.pop_front();
         }
         BytesMut::with_capacity(BATCH_BYTES)
     }
 
     /// The gathered bytes as a batch at `at`, the buffer kept to be reused.
-    fn pass(&mut self, at: u64, gathered: &mut BytesMut) -> Batch {
+    fn pass(&self, at: u64, gathered: &mut BytesMut) -> Batch {
         let bytes = std::mem::take(gathered).freeze();
-        self.passed.push_back(bytes.clone());
+        self.0.locked().push_back(bytes.clone());
         Batch { at, bytes }
     }
 }
@@ -321,7 +324,7 @@ impl Cache {
             move || hash_chunks(algorithm, rx)
         });
         let stages = [to_writer, to_hasher];
-        let read = read_resuming(body, origin, &stages, total, &up, &fill).await;
+        let read = read_resuming(body, origin, &stages, total, &up, &fill, &self.blobs.buffers).await;
         drop(stages);
         let written = writer.await.map_err(Error::internal)?;
         let actual = hasher.await.map_err(Error::internal)?;
@@ -432,6 +435,7 @@ async fn read_resuming(
     total: Option<u64>,
     up: &Upstream,
     fill: &Fill,
+    buffers: &Buffers,
 ) -> Result<()> {
     let mut seen = 0u64;
     let mut resumes = 0;
@@ -439,7 +443,7 @@ async fn read_resuming(
     loop {
         // Bytes from another node or the shared tier are not the upstream's egress.
         let counted = origin == Origin::Upstream;
-        let error = match read_upstream(body, stages, total, up, counted, &mut seen).await {
+        let error = match read_upstream(body, stages, buffers, total, up, counted, &mut seen).await {
             Ok(()) => return Ok(()),
             Err(Interrupted::Fatal(e)) => return Err(e),
             Err(Interrupted::Resumable(e)) if total.is_none() || resumes == MAX_RESUMES => return Err(e),
@@ -466,7 +470,7 @@ enum Interrupted {
 /// and counts them in `seen`.
 async fn pass(
     stages: &[mpsc::Sender<Batch>; 2],
-    buffers: &mut Buffers,
+    buffers: &Buffers,
     gathered: &mut BytesMut,
     seen: &mut u64,
 ) -> Result<(), Interrupted> {
@@ -487,20 +491,20 @@ async fn pass(
 async fn read_upstream(
     mut body: Incoming,
     stages: &[mpsc::Sender<Batch>; 2],
+    buffers: &Buffers,
     total: Option<u64>,
     up: &Upstream,
     counted: bool,
     seen: &mut u64,
 ) -> Result<(), Interrupted> {
     let idle = up.config.idle_timeout;
-    let mut buffers = Buffers::default();
     let mut gathered = BytesMut::new();
     let mut pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
     let result = loop {
         let frame = tokio::select! {
             frame = tokio::time::timeout(idle, body.frame()) => frame,
             _ = tokio::time::sleep_until(pass_at), if !gathered.is_empty() => {
-                pass(stages, &mut buffers, &mut gathered, seen).await?;
+                pass(stages, buffers, &mut gathered, seen).await?;
                 continue;
             }
         };
@@ -526,7 +530,7 @@ async fn read_upstream(
                     ));
                 }
                 if !gathered.is_empty() && gathered.len() + data.len() > gathered.capacity() {
-                    pass(stages, &mut buffers, &mut gathered, seen).await?;
+                    pass(stages, buffers, &mut gathered, seen).await?;
                 }
                 if gathered.is_empty() {
                     gathered = buffers.take();
@@ -538,7 +542,7 @@ async fn read_upstream(
     };
     // What arrived before an interruption is good: keep it, and resume after it.
     if !gathered.is_empty() {
-        pass(stages, &mut buffers, &mut gathered, seen).await?;
+        pass(stages, buffers, &mut gathered, seen).await?;
     }
     match (result, total) {
         (Ok(()), Some(t)) if *seen < t => Err(Interrupted::Resumable(
@@ -590,7 +594,7 @@ mod tests {
 
     #[test]
     fn a_buffer_is_reused_only_once_nobody_holds_its_batch() {
-        let mut buffers = Buffers::default();
+        let buffers = Buffers::default();
         let mut gathered = buffers.take();
         let first = gathered.as_ptr();
         gathered.extend_from_slice(b"abc");
@@ -605,13 +609,13 @@ mod tests {
         assert_ne!(other.as_ptr(), first, "a follower still reads the first buffer");
         drop(follower);
         let reused = buffers.take();
-        assert_eq!(reused.as_ptr(), first);
+        assert_eq!(reused.as_ptr(), first, "the next fill gets it back");
         assert!(reused.is_empty() && reused.capacity() >= BATCH_BYTES);
     }
 
     #[test]
     fn buffers_held_too_long_are_let_go_not_waited_for() {
-        let mut buffers = Buffers::default();
+        let buffers = Buffers::default();
         let held: Vec<Batch> = (0..2 * KEPT_BUFFERS as u64)
             .map(|i| {
                 let mut b = buffers.take();
@@ -619,7 +623,10 @@ mod tests {
                 buffers.pass(i, &mut b)
             })
             .collect();
-        assert!(buffers.passed.len() <= KEPT_BUFFERS);
+        assert!(buffers.0.locked().len() <= KEPT_BUFFERS);
         drop(held);
+        let reused = buffers.take();
+        assert!(reused.capacity() >= BATCH_BYTES);
+        assert_eq!(buffers.0.locked().len(), KEPT_BUFFERS - 1, "one kept buffer taken back");
     }
 }

@@ -140,6 +140,8 @@ struct BlobState {
     serving: Arc<sweep::ServingSet>,
     /// Upstream `HEAD`s asking whether a repository holds a stored digest.
     links: Arc<flight::Flights<bool>>,
+    /// The buffers fills gather their batches in, shared by all fills.
+    buffers: fill::Buffers,
 }
 
 /// Manifests, tags and lists: their single flights, what the upstream said is absent, the
