@@ -50,29 +50,20 @@ url() { echo "http://$addr/v2/bench.local/bench/cold/blobs/$digest"; }
 
 # Each measure sets `res` ("a b"); none runs in a subshell, so that the server's PID
 # reaches the exit trap.
-# one GET: "ns/byte wall"
-one() {
-  start "$1"
-  local c0 t0 t1 c1
-  c0=$(ticks "$epid"); t0=$(date +%s%N)
-  curl -fs -o /dev/null "$(url)"
-  t1=$(date +%s%N); sleep 0.5; c1=$(ticks "$epid")
-  stop
-  res="$(per_byte "$c0" "$c1" "$bytes") $(seconds "$t0" "$t1")"
-}
-# 8 GETs at once: "ns/byte served wall"
-herd() {
+
+# $2 GETs at once of the cold blob through build $1: "ns/byte served wall"
+clients() {
   start "$1"
   local c0 t0 t1 c1 cp=()
   c0=$(ticks "$epid"); t0=$(date +%s%N)
-  for _ in 1 2 3 4 5 6 7 8; do
+  for _ in $(seq "$2"); do
     curl -fs -o /dev/null "$(url)" &
     cp+=($!)
   done
   for p in "${cp[@]}"; do wait "$p"; done
   t1=$(date +%s%N); sleep 0.5; c1=$(ticks "$epid")
   stop
-  res="$(per_byte "$c0" "$c1" $((bytes * 8))) $(seconds "$t0" "$t1")"
+  res="$(per_byte "$c0" "$c1" $((bytes * $2))) $(seconds "$t0" "$t1")"
 }
 # 30 images: "wall cpu-seconds"
 images() {
@@ -92,9 +83,9 @@ for r in $(seq "$ROUNDS"); do
   [ $((r % 2)) -eq 0 ] && order=(new old)
   for which in "${order[@]}"; do
     if [ "$which" = old ]; then b=$OLD; else b=$NEW; fi
-    one "$b"
+    clients "$b" 1
     read -r o1 o2 <<<"$res"
-    herd "$b"
+    clients "$b" 8
     read -r h1 h2 <<<"$res"
     images "$b"
     read -r i1 i2 <<<"$res"

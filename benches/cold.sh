@@ -34,15 +34,23 @@ rm "$work/blob"
 direct="http://$reg/v2/bench/cold/blobs/$digest"
 curl -fs -o /dev/null "$direct" # the registry's page cache is warm for both sides
 
-# wall seconds of one curl GET to /dev/null (as fast a client as there is), checking that
-# every byte came; that they are the right bytes is the tests' business.
-timed_get() {
-  local t0 t1 got
+# wall seconds of $2 concurrent curl GETs of $1 to /dev/null (as fast a client as there
+# is), checking that each got every byte; that they are the right bytes is the tests'
+# business. Not a subshell: its clients are waited for here.
+timed_gets() {
+  local t0 t1 out=() cp=()
   t0=$(date +%s%N)
-  got=$(curl -fs -o /dev/null -w '%{size_download}' "$1")
+  for i in $(seq "$2"); do
+    out+=("$work/got-$i")
+    curl -fs -o /dev/null -w '%{size_download}' "$1" >"$work/got-$i" &
+    cp+=($!)
+  done
+  for p in "${cp[@]}"; do wait "$p" || { echo "a GET of $1 failed" >&2; exit 1; }; done
   t1=$(date +%s%N)
-  [ "$got" = "$bytes" ] || { echo "$got of $bytes bytes from $1" >&2; exit 1; }
-  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+  for f in "${out[@]}"; do
+    [ "$(cat "$f")" = "$bytes" ] || { echo "$(cat "$f") of $bytes bytes from $1" >&2; exit 1; }
+  done
+  secs=$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc)
 }
 
 # Starts a fresh entrepot named $1 (its data under $work/data-$1) and sets `addr` and
@@ -57,58 +65,36 @@ start_entrepot() {
 }
 stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }
 
-echo "cold GET of $MIB MiB: straight from docker-registry vs through a fresh entrepot (default config)"
-echo "| round | upstream s | entrepot s | throughput ratio | entrepot CPU s | ns per byte |"
-echo "|---|---|---|---|---|---|"
-ratios=(); nspb=()
-for r in $(seq "$ROUNDS"); do
-  up_s=$(timed_get "$direct")
-  start_entrepot "e$r"
-  t0=$(ticks "$epid")
-  ep_s=$(timed_get "http://$addr/v2/bench.local/bench/cold/blobs/$digest")
-  sleep 0.5 # the commit (fsync, rename) finishes after the last byte is served
-  t1=$(ticks "$epid")
-  stop_entrepot "e$r"
-  cpu=$(echo "scale=3; ($t1 - $t0) / $hz" | bc)
-  ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
-  ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / $bytes" | bc)
-  ratios+=("$ratio"); nspb+=("$ns")
-  echo "| $r | $up_s | $ep_s | ${ratio}× | $cpu | $ns |"
-done
-echo "median: throughput $(median "${ratios[@]}")× the upstream; $(median "${nspb[@]}") ns of entrepot CPU per byte"
-
-# wall seconds of $HERD concurrent curl GETs of one URL
-herd_get() {
-  local t0 t1 cp=()
-  t0=$(date +%s%N)
-  for _ in $(seq "$HERD"); do
-    curl -fs -o /dev/null "$1" &
-    cp+=($!)
+# $1 clients on the cold blob, straight from the upstream and through a fresh entrepot, each
+# round: their wall times, the ratio, entrepot's CPU and its CPU per byte served.
+clients_on_the_blob() {
+  local n=$1 r up_s ep_s t0 t1 ratio ns ratios=() nspb=()
+  echo "| round | upstream s | entrepot s | ratio (upstream time / entrepot time) | entrepot CPU s | ns per byte served |"
+  echo "|---|---|---|---|---|---|"
+  for r in $(seq "$ROUNDS"); do
+    timed_gets "$direct" "$n"
+    up_s=$secs
+    start_entrepot "c$n-$r"
+    t0=$(ticks "$epid")
+    timed_gets "http://$addr/v2/bench.local/bench/cold/blobs/$digest" "$n"
+    ep_s=$secs
+    sleep 0.5 # the commit (fsync, rename) finishes after the last byte is served
+    t1=$(ticks "$epid")
+    stop_entrepot "c$n-$r"
+    ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
+    ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / ($bytes * $n)" | bc)
+    ratios+=("$ratio"); nspb+=("$ns")
+    echo "| $r | $up_s | $ep_s | ${ratio}× | $(echo "scale=2; ($t1 - $t0) / $hz" | bc) | $ns |"
   done
-  for p in "${cp[@]}"; do wait "$p" || { echo "a herd GET failed" >&2; exit 1; }; done
-  t1=$(date +%s%N)
-  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+  echo "median: $(median "${ratios[@]}")× the upstream's speed; $(median "${nspb[@]}") ns of entrepot CPU per byte served"
 }
+
+echo "cold GET of $MIB MiB: straight from docker-registry vs through a fresh entrepot (default config)"
+clients_on_the_blob 1
 if [ "$HERD" -gt 0 ]; then
   echo
   echo "a herd of $HERD clients on the same cold $MIB MiB blob: straight from docker-registry vs through a fresh entrepot"
-  echo "| round | upstream s | entrepot s | time ratio (upstream / entrepot) | entrepot CPU s | ns per byte served |"
-  echo "|---|---|---|---|---|---|"
-  hr=(); hn=()
-  for r in $(seq "$ROUNDS"); do
-    up_s=$(herd_get "$direct")
-    start_entrepot "h$r"
-    t0=$(ticks "$epid")
-    ep_s=$(herd_get "http://$addr/v2/bench.local/bench/cold/blobs/$digest")
-    sleep 0.5
-    t1=$(ticks "$epid")
-    stop_entrepot "h$r"
-    ratio=$(echo "scale=3; $up_s / $ep_s" | bc)
-    ns=$(echo "scale=3; ($t1 - $t0) * 1000000000 / $hz / ($bytes * $HERD)" | bc)
-    hr+=("$ratio"); hn+=("$ns")
-    echo "| $r | $up_s | $ep_s | ${ratio}× | $(echo "scale=2; ($t1 - $t0) / $hz" | bc) | $ns |"
-  done
-  echo "median: the herd through entrepot at $(median "${hr[@]}")× the upstream's speed; $(median "${hn[@]}") ns of entrepot CPU per byte served"
+  clients_on_the_blob "$HERD"
 fi
 
 [ "$IMAGES" -gt 0 ] || exit 0
