@@ -34,16 +34,6 @@ rm "$work/blob"
 python3 benches/pull.py push "$reg" 30 3 6000000
 python3 benches/pull.py pull "http://$reg" 30 4 >/dev/null # the registry's page cache
 
-# Starts build $1 on a fresh data directory; sets `addr` and `epid`.
-start() {
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/data"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$reg" >"$work/ab.toml"
-  "$1" serve --config "$work/ab.toml" 2>"$work/ab.log" &
-  epid=$!
-  pids+=("$epid")
-  wait_up "http://$addr/v2/"
-}
-stop() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data"; }
 seconds() { echo "scale=3; ($2 - $1) / 1000000000" | bc; }
 per_byte() { echo "scale=2; ($2 - $1) * 1000000000 / $hz / $3" | bc; }
 url() { echo "http://$addr/v2/bench.local/bench/cold/blobs/$digest"; }
@@ -53,7 +43,7 @@ url() { echo "http://$addr/v2/bench.local/bench/cold/blobs/$digest"; }
 
 # $2 GETs at once of the cold blob through build $1: "ns/byte served wall"
 clients() {
-  start "$1"
+  run=$1 start_entrepot ab
   local c0 t0 t1 c1 cp=()
   c0=$(ticks "$epid"); t0=$(date +%s%N)
   for _ in $(seq "$2"); do
@@ -62,17 +52,17 @@ clients() {
   done
   for p in "${cp[@]}"; do wait "$p"; done
   t1=$(date +%s%N); sleep 0.5; c1=$(ticks "$epid")
-  stop
+  stop_entrepot ab
   res="$(per_byte "$c0" "$c1" $((bytes * $2))) $(seconds "$t0" "$t1")"
 }
 # 30 images: "wall cpu-seconds"
 images() {
-  start "$1"
+  run=$1 start_entrepot ab
   local c0 c1 s
   c0=$(ticks "$epid")
   s=$(python3 benches/pull.py pull "http://$addr" 30 4 | cut -d' ' -f1)
   c1=$(ticks "$epid")
-  stop
+  stop_entrepot ab
   res="$s $(echo "scale=2; ($c1 - $c0) / $hz" | bc)"
 }
 

@@ -53,18 +53,6 @@ timed_gets() {
   secs=$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc)
 }
 
-# Starts a fresh entrepot named $1 (its data under $work/data-$1) and sets `addr` and
-# `epid`. Not called as $(...): a subshell's PID would never reach the exit trap.
-start_entrepot() {
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$1" "$reg" >"$work/$1.toml"
-  "$bin" serve --config "$work/$1.toml" 2>"$work/$1.log" &
-  epid=$!
-  pids+=("$epid")
-  wait_up "http://$addr/v2/"
-}
-stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }
-
 # $1 clients on the cold blob, straight from the upstream and through a fresh entrepot, each
 # round: their wall times, the ratio, entrepot's CPU and its CPU per byte served.
 clients_on_the_blob() {

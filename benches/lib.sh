@@ -35,3 +35,19 @@ push_file() {
   curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" "$loc&digest=$digest" >/dev/null
   echo "$digest"
 }
+
+# Starts an entrepot named $1 on a fresh data directory ($work/data-$1) with one upstream,
+# "bench.local", in front of the registry; $2: settings before it (top-level keys), $3:
+# tables after it. Runs $run if set, else $bin. Sets `addr` and `epid`. Not called as
+# $(...): a subshell's PID would never reach the exit trap.
+start_entrepot() {
+  addr=127.0.0.1:$(port)
+  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n%s\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n%s\n' \
+    "$addr" "$work" "$1" "${2:-}" "$reg" "${3:-}" >"$work/$1.toml"
+  "${run:-$bin}" serve --config "$work/$1.toml" 2>"$work/$1.log" &
+  epid=$!
+  pids+=("$epid")
+  wait_up "http://$addr/v2/"
+}
+# Stops the entrepot started last, named $1, and removes its data.
+stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }

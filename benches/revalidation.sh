@@ -8,31 +8,17 @@
 # Needs docker-registry, wrk, curl. Everything binds to 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/entrepot
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
+. benches/lib.sh
 
+# The registry with its access log on: the HEADs entrepot sends are counted from it.
 reg=127.0.0.1:$(port)
 printf 'version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: %s/reg\nhttp:\n  addr: %s\n' "$work" "$reg" >"$work/reg.yml"
 docker-registry serve "$work/reg.yml" >"$work/reg.log" 2>&1 &
 pids+=($!)
-wait_up "$reg"
+wait_up "http://$reg/v2/"
 
 # A small image: one config blob, one layer, an OCI manifest tagged v1.
-push_blob() {
-  local file=$1 digest
-  digest="sha256:$(sha256sum "$file" | cut -d' ' -f1)"
-  local loc
-  loc=$(curl -fsi -X POST "http://$reg/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-  case "$loc" in http*) ;; *) loc="http://$reg$loc" ;; esac
-  curl -fs -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$file" "$loc&digest=$digest" >/dev/null
-  echo "$digest $(stat -c %s "$file")"
-}
+push_blob() { echo "$(push_file "$1" bench/app) $(stat -c %s "$1")"; } # file -> "digest size"
 echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$work/config.json"
 head -c 100000 /dev/urandom >"$work/layer.bin"
 read -r cd cs < <(push_blob "$work/config.json")
@@ -40,15 +26,6 @@ read -r ld ls < <(push_blob "$work/layer.bin")
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' "$cd" "$cs" "$ld" "$ls" >"$work/manifest.json"
 curl -fs -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$work/manifest.json" "http://$reg/v2/bench/app/manifests/v1" >/dev/null
 
-# Starts an entrepot and sets `addr` to its address. Not called as $(...): a subshell's
-# PIDs would never reach the exit trap, and the entrepot would outlive the bench.
-start_entrepot() { # name, extra config
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/%s-data"\n%s\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n' "$addr" "$work" "$1" "$2" "$reg" >"$work/$1.toml"
-  "$bin" serve --config "$work/$1.toml" >/dev/null 2>&1 &
-  pids+=($!)
-  wait_up "$addr"
-}
 start_entrepot default ""
 a=$addr
 start_entrepot ttl5m 'tag_ttl = "5m"'
@@ -65,6 +42,5 @@ for round in 1 2 3; do
   ra+=("$x"); rb+=("$y")
   printf '%s      %s           %s          %.3f   (upstream HEADs during the default run: %s)\n' "$round" "$x" "$y" "$(echo "$x / $y" | bc -l)" "$((h1 - h0))"
 done
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 ma=$(median "${ra[@]}"); mb=$(median "${rb[@]}")
 printf 'median: default %s req/s, tag_ttl=5m %s req/s: %.3f\n' "$ma" "$mb" "$(echo "$ma / $mb" | bc -l)"

@@ -58,18 +58,10 @@ object="http://$s3/entrepot/blobs/sha256/$hex"
 empty_sha=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 garage_get() { curl -fs --aws-sigv4 "aws:amz:garage:s3" --user "$key_id:$key_secret" -H "x-amz-content-sha256: $empty_sha" "$@"; }
 
-# Starts an entrepot named $1 (data under $work/data-$1) with [storage]; sets addr and epid.
-# Not called as $(...): a subshell's PID would never reach the exit trap.
-start_entrepot() {
-  addr=127.0.0.1:$(port)
-  printf 'listen = "%s"\ndata_dir = "%s/data-%s"\n[[upstream]]\nname = "bench.local"\nurl = "http://%s"\n[storage]\ntype = "s3"\nendpoint = "http://%s"\nbucket = "entrepot"\nregion = "garage"\naccess_key_id = "%s"\nsecret_access_key = "%s"\n' \
-    "$addr" "$work" "$1" "$reg" "$s3" "$key_id" "$key_secret" >"$work/$1.toml"
-  "$bin" serve --config "$work/$1.toml" 2>"$work/$1.log" &
-  epid=$!
-  pids+=("$epid")
-  wait_up "http://$addr/v2/"
+# An entrepot named $1 with [storage] on the Garage bucket (see start_entrepot).
+start_node() {
+  start_entrepot "$1" "" "$(printf '[storage]\ntype = "s3"\nendpoint = "http://%s"\nbucket = "entrepot"\nregion = "garage"\naccess_key_id = "%s"\nsecret_access_key = "%s"' "$s3" "$key_id" "$key_secret")"
 }
-stop_entrepot() { kill "$epid"; wait "$epid" 2>/dev/null || true; rm -rf "$work/data-$1"; }
 
 timed_get() {
   local t0 t1 got
@@ -81,7 +73,7 @@ timed_get() {
 }
 
 # The first node fetches the blob from the upstream and uploads it.
-start_entrepot seed
+start_node seed
 curl -fs -o /dev/null "http://$addr/v2/bench.local/bench/shared/blobs/sha256:$hex"
 for _ in $(seq 1 600); do garage_get -I -o /dev/null "$object" && break; sleep 0.1; done
 garage_get -I -o /dev/null "$object" || { echo "never uploaded" >&2; tail -5 "$work/seed.log" >&2; curl -s -i --aws-sigv4 "aws:amz:garage:s3" --user "$key_id:$key_secret" "$object" | tail -3 >&2; exit 1; }
@@ -93,7 +85,7 @@ echo "|---|---|---|---|---|---|"
 tier=(); local_=()
 for r in $(seq "$ROUNDS"); do
   garage_s=$(timed_get --aws-sigv4 "aws:amz:garage:s3" --user "$key_id:$key_secret" -H "x-amz-content-sha256: $empty_sha" "$object")
-  start_entrepot "n$r"
+  start_node "n$r"
   url="http://$addr/v2/bench.local/bench/shared/blobs/sha256:$hex"
   tier_s=$(timed_get "$url")
   sleep 0.5 # the commit finishes after the last byte is served
@@ -125,7 +117,7 @@ echo
 echo "$IMAGES cold images (3 layers of 2 MB each), three clients at once: upstream requests"
 echo "| setup | upstream requests | per image |"
 echo "|---|---|---|"
-start_entrepot single
+start_node single
 single=$addr
 pull_three "$single"
 n=$(upstream_requests "$single")
