@@ -143,24 +143,22 @@ async fn follow(
         };
         let target = stop.map_or(readable, |s| s.min(readable));
         if let Some(blob) = state.reader.as_ref().filter(|_| pos < target) {
-            let chunk = match (blob.file().filter(|_| zero_copy), state.recent.slice(pos, target)) {
-                (Some(file), _) => {
-                    let len = FILE_PIECE.min(usize::try_from(target - pos).unwrap_or(FILE_PIECE));
-                    // Bytes written with the recent batches are in the page cache; older
-                    // ones almost always, but a follower far behind may find them gone.
-                    if !state.recent.covers(pos) && !pages::resident(&file, pos, len) {
-                        let f = file.clone();
-                        tokio::task::spawn_blocking(move || pages::warm(&f, pos, len))
-                            .await
-                            .map_err(io::Error::other)??;
-                    }
-                    Piece::File { file, pos, len }
+            let chunk = if let Some(file) = blob.file().filter(|_| zero_copy) {
+                let len = FILE_PIECE.min(usize::try_from(target - pos).unwrap_or(FILE_PIECE));
+                // Bytes written with the recent batches are in the page cache; older ones
+                // almost always, but a follower far behind may find them gone.
+                if !state.recent.covers(pos) && !pages::resident(&file, pos, len) {
+                    let f = file.clone();
+                    tokio::task::spawn_blocking(move || pages::warm(&f, pos, len))
+                        .await
+                        .map_err(io::Error::other)??;
                 }
-                (None, Some(bytes)) => Piece::Bytes(bytes),
-                (None, None) => {
-                    let want = FOLLOW_CHUNK.min(usize::try_from(target - pos).unwrap_or(FOLLOW_CHUNK));
-                    Piece::Bytes(read_at(blob, pos, want).await?)
-                }
+                Piece::File { file, pos, len }
+            } else if let Some(bytes) = state.recent.slice(pos, target) {
+                Piece::Bytes(bytes)
+            } else {
+                let want = FOLLOW_CHUNK.min(usize::try_from(target - pos).unwrap_or(FOLLOW_CHUNK));
+                Piece::Bytes(read_at(blob, pos, want).await?)
             };
             pos += chunk.size() as u64;
             serving.sent(chunk.size(), false);
