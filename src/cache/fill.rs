@@ -124,8 +124,16 @@ impl Buffers {
         BytesMut::with_capacity(BATCH_BYTES)
     }
 
-    /// The gathered bytes as a batch at `at`, the buffer kept to be reused.
+    /// The gathered bytes as a batch at `at`. A buffer at least half full goes with the
+    /// batch and is kept to be reused; a smaller run (a slow upstream's, passed on the
+    /// timer) is copied out and the buffer stays with the gatherer: a slow fill holds a
+    /// few KiB per batch, not a MiB.
     fn pass(&self, at: u64, gathered: &mut BytesMut) -> Batch {
+        if gathered.len() < gathered.capacity() / 2 {
+            let bytes = Bytes::copy_from_slice(gathered);
+            gathered.clear();
+            return Batch { at, bytes };
+        }
         let bytes = std::mem::take(gathered).freeze();
         self.0.locked().push_back(bytes.clone());
         Batch { at, bytes }
@@ -533,7 +541,9 @@ async fn read_upstream(
                     pass(stages, buffers, &mut gathered, seen).await?;
                 }
                 if gathered.is_empty() {
-                    gathered = buffers.take();
+                    if gathered.capacity() == 0 {
+                        gathered = buffers.take();
+                    }
                     pass_at = tokio::time::Instant::now() + PUBLISH_EVERY;
                 }
                 gathered.extend_from_slice(&data);
@@ -597,7 +607,7 @@ mod tests {
         let buffers = Buffers::default();
         let mut gathered = buffers.take();
         let first = gathered.as_ptr();
-        gathered.extend_from_slice(b"abc");
+        gathered.resize(gathered.capacity(), b'x');
         let batch = buffers.pass(0, &mut gathered);
         assert!(
             gathered.is_empty() && gathered.capacity() == 0,
@@ -614,12 +624,26 @@ mod tests {
     }
 
     #[test]
+    fn a_small_run_is_copied_out_and_the_buffer_stays_with_the_gatherer() {
+        let buffers = Buffers::default();
+        let mut gathered = buffers.take();
+        let buffer = gathered.as_ptr();
+        gathered.extend_from_slice(b"abc");
+        let batch = buffers.pass(7, &mut gathered);
+        assert_eq!(batch.slice(7, 100).unwrap(), &b"abc"[..]);
+        assert_ne!(batch.bytes.as_ptr(), buffer, "copied out");
+        assert!(gathered.is_empty() && gathered.capacity() >= BATCH_BYTES);
+        assert_eq!(gathered.as_ptr(), buffer, "the same buffer gathers on");
+        assert!(buffers.0.locked().is_empty(), "nothing to reuse: the gatherer has it");
+    }
+
+    #[test]
     fn buffers_held_too_long_are_let_go_not_waited_for() {
         let buffers = Buffers::default();
         let held: Vec<Batch> = (0..2 * KEPT_BUFFERS as u64)
             .map(|i| {
                 let mut b = buffers.take();
-                b.extend_from_slice(b"x");
+                b.resize(BATCH_BYTES, b'x');
                 buffers.pass(i, &mut b)
             })
             .collect();
